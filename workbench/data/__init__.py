@@ -1,0 +1,5 @@
+"""Data: Recording (the currency), readers, synthetic corpus, preprocessing, WindowStore, Datasets, splits."""
+
+from .recording import Recording
+
+__all__ = ["Recording"]

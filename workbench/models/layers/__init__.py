@@ -1,0 +1,1 @@
+"""Reusable layers: attention, graph, state-space, embeddings."""
