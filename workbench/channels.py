@@ -285,3 +285,17 @@ def bipolar_derivation(data: np.ndarray, ch_names: Sequence[str],
     a = np.array([idx[p[0]] for p in pairs])
     c = np.array([idx[p[1]] for p in pairs])
     return data[a] - data[c], [f"{p[0]}-{p[1]}" for p in pairs]
+
+
+SAMPLING_RATES: tuple[float, ...] = (128.0, 200.0, 160.0, 250.0, 256.0, 500.0, 512.0, 1000.0)
+"""Global sampling-rate vocabulary: ``rate_index`` gives the id fed to rate embeddings (E_rate).
+The first two are the rates of the One Model for All paper (DEAP/DREAMER 128 Hz, SEED 200 Hz)."""
+
+
+def rate_index(sfreq: float) -> int:
+    """Id of ``sfreq`` in :data:`SAMPLING_RATES`; ``ValueError`` naming the rate if absent."""
+    for i, r in enumerate(SAMPLING_RATES):
+        if abs(r - float(sfreq)) < 1e-6:
+            return i
+    raise ValueError(f"Sampling rate {sfreq} Hz is not in the rate vocabulary {SAMPLING_RATES}; "
+                     "resample the data or extend workbench.channels.SAMPLING_RATES.")
