@@ -74,7 +74,8 @@ class WindowDataset(Dataset):
         return {k: v[0] for k, v in self.__getitems__([i]).items()}
 
     def __getitems__(self, items: Sequence[int]) -> dict[str, torch.Tensor]:
-        ids = self.indices[np.asarray(items, dtype=np.int64)]
+        # The order inside a batch is irrelevant: sort so the memory map is read sequentially.
+        ids = np.sort(self.indices[np.asarray(items, dtype=np.int64)])
         x = self.store.get(ids)  # (B, C, T)
         if self.channel_idx is not None:
             x = x[:, self.channel_idx]
@@ -105,7 +106,7 @@ class SingleChannelDataset(Dataset):
         return {k: v[0] for k, v in self.__getitems__([i]).items()}
 
     def __getitems__(self, items: Sequence[int]) -> dict[str, torch.Tensor]:
-        items = np.asarray(items, dtype=np.int64)
+        items = np.sort(np.asarray(items, dtype=np.int64))
         win = self.indices[items // self.n_chans]
         ch = items % self.n_chans
         uniq, inv = np.unique(win, return_inverse=True)
@@ -126,6 +127,7 @@ class ConcatDataset(Dataset):
     Batches that mix datasets of equal window length but different channel counts are padded
     on the channel axis (``ch_mask`` False, ``ch_ids`` 0 on padding). ``index`` holds window
     ids local to each store; ``source`` says which dataset of ``datasets`` a sample came from.
+    Like the other datasets, a batch's samples are not in the order of the requested items.
     """
 
     def __init__(self, datasets: Sequence[Dataset]):
@@ -150,13 +152,12 @@ class ConcatDataset(Dataset):
     def __getitems__(self, items: Sequence[int]) -> dict[str, torch.Tensor]:
         items = np.asarray(items, dtype=np.int64)
         src = np.searchsorted(self.offsets, items, side="right") - 1
-        parts, order = [], []
+        parts = []
         for s in np.unique(src):
             m = np.flatnonzero(src == s)
             part = self.datasets[s].__getitems__(items[m] - self.offsets[s])
             part["source"] = torch.full((len(m),), int(s), dtype=torch.int64)
             parts.append(part)
-            order.append(m)
         lengths = {p["x"].shape[-1] for p in parts}
         if len(lengths) > 1:
             raise ValueError(f"A batch mixes window lengths {sorted(lengths)}; use "
@@ -168,8 +169,8 @@ class ConcatDataset(Dataset):
                 p["x"] = torch.nn.functional.pad(p["x"], (0, 0, 0, pad))
                 p["ch_ids"] = torch.nn.functional.pad(p["ch_ids"], (0, pad))
                 p["ch_mask"] = torch.nn.functional.pad(p["ch_mask"], (0, pad), value=False)
-        perm = np.argsort(np.concatenate(order))
-        return {k: torch.cat([p[k] for p in parts])[perm] for k in parts[0]}
+        # Samples come grouped by source (the order inside a batch carries no meaning).
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
 class EpochBatchSampler(Sampler[list[int]]):
