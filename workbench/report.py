@@ -492,8 +492,8 @@ def _figure_html(entry: Mapping[str, Any], fig_dir: Path, report_dir: Path,
         body = f"<p>No embeddable file{' (missing: ' + ', '.join(missing) + ')' if missing else ''}.</p>"
     links = " | ".join(f'<a href="{_esc(_rel(f, report_dir))}">{_esc(f.name)}</a>'
                        for f in files if f.exists())
-    cap = _esc(entry.get("caption") or entry.get("name"))
-    return (f"<figure>{body}<figcaption><b>{_esc(entry.get('name'))}</b>: {cap}"
+    cap = f": {_esc(entry['caption'])}" if entry.get("caption") else ""
+    return (f"<figure>{body}<figcaption><b>{_esc(entry.get('name'))}</b>{cap}"
             f'<div class="files">{links}</div></figcaption></figure>'), needs_js
 
 

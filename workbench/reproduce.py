@@ -106,34 +106,70 @@ def profile_path(profile: str | os.PathLike) -> Path:
     return path
 
 
-def load_profile(profile: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """The sections of a profile: ``{"default": {...}, "NN_name": {...}, ...}`` (validated)."""
+def load_profile(profile: str | os.PathLike) -> dict[str, Any]:
+    """The sections of a profile: ``{"default": {...}, "NN_name": {...} or [{...}, ...]}``.
+
+    A notebook's section is one parameter mapping, or a list of them to run the notebook once
+    per entry (e.g. once per method); each entry may set ``tag`` (default: its ``method``) that
+    names the run ``NN_name__tag``.
+    """
     path = profile_path(profile)
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of sections (default, NN_name...), got "
                          f"{type(data).__name__}.")
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Any] = {}
     for section, params in data.items():
-        params = params or {}
-        if not isinstance(params, dict):
-            raise ValueError(f"{path}: section {section!r} must map parameter names to values, "
-                             f"got {type(params).__name__}.")
-        for k, v in params.items():
-            if isinstance(v, dict):
-                raise ValueError(f"{path}: parameter {section}.{k} is a mapping; notebook "
-                                 "parameters must be flat literals (numbers, strings, lists).")
-        out[str(section)] = {str(k): v for k, v in params.items()}
+        entries = params if isinstance(params, list) else [params or {}]
+        checked = []
+        for entry in entries:
+            if not isinstance(entry, dict):
+                raise ValueError(f"{path}: section {section!r} must map parameter names to "
+                                 f"values (or be a list of such maps), got "
+                                 f"{type(entry).__name__}.")
+            for k, v in entry.items():
+                if isinstance(v, dict):
+                    raise ValueError(f"{path}: parameter {section}.{k} is a mapping; notebook "
+                                     "parameters must be flat literals (numbers, strings, lists).")
+            checked.append({str(k): v for k, v in entry.items()})
+        if section == "default" and isinstance(params, list):
+            raise ValueError(f"{path}: the 'default' section must be a single mapping.")
+        out[str(section)] = checked if isinstance(params, list) else checked[0]
     out.setdefault("default", {})
     out["default"].setdefault("profile", Path(path).stem)
     return out
 
 
-def stage_parameters(stage: str, profile: Mapping[str, Mapping[str, Any]],
+def stage_runs(stage: str, profile: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(run_name, section parameters)`` for each run of ``stage`` in a profile."""
+    section = profile.get(stage, {})
+    if not isinstance(section, list):
+        return [(stage, dict(section))]
+    runs = []
+    for i, entry in enumerate(section):
+        entry = dict(entry)
+        tag = str(entry.pop("tag", entry.get("method", i)))
+        runs.append((f"{stage}__{tag}", entry))
+    names = [r[0] for r in runs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Profile section {stage!r} has runs with the same name {names}; give "
+                         "each entry a distinct 'tag'.")
+    return runs
+
+
+def stage_parameters(stage: str, profile: Mapping[str, Any],
                      run_dir: str | os.PathLike, figures_dir: str | os.PathLike,
-                     overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Parameters papermill injects into ``stage``: default < stage section < overrides < paths."""
-    params = {**profile.get("default", {}), **profile.get(stage, {}), **(overrides or {})}
+                     overrides: Mapping[str, Any] | None = None,
+                     section: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Parameters papermill injects into ``stage``: default < stage section < overrides < paths.
+
+    ``section`` is one run's entry when the stage's section is a list (see :func:`stage_runs`).
+    """
+    if section is None:
+        section = profile.get(stage, {})
+        if isinstance(section, list):
+            raise ValueError(f"Stage {stage!r} has several runs; pass one as 'section'.")
+    params = {**profile.get("default", {}), **section, **(overrides or {})}
     params["run_dir"] = str(Path(run_dir).resolve())
     params["figures_dir"] = str(Path(figures_dir).resolve())
     return params
@@ -200,16 +236,18 @@ def _error_text(err: BaseException) -> str:
 
 
 def run_stage(stage: str, notebooks_dir: Path, run_dir: Path, params: Mapping[str, Any],
-              kernel_name: str = "python3", timeout: float | None = None) -> dict[str, Any]:
+              kernel_name: str = "python3", timeout: float | None = None,
+              run_name: str | None = None) -> dict[str, Any]:
     """Execute one notebook with papermill; return its status row (never raises for a failure
-    inside the notebook)."""
+    inside the notebook). ``run_name`` (default ``stage``) names the executed copy and row."""
     import papermill as pm
 
+    run_name = run_name or stage
     src = notebooks_dir / f"{stage}.ipynb"
-    out = run_dir / "executed" / f"{stage}.ipynb"
+    out = run_dir / "executed" / f"{run_name}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     root = _kernel_root()
-    logger.info("Running %s (kernel %s, cwd %s)", stage, kernel_name, root)
+    logger.info("Running %s (kernel %s, cwd %s)", run_name, kernel_name, root)
     t0 = time.perf_counter()
     error = ""
     try:
@@ -222,10 +260,11 @@ def run_stage(stage: str, notebooks_dir: Path, run_dir: Path, params: Mapping[st
     seconds = round(time.perf_counter() - t0, 3)
     status = "failed" if error else "ok"
     if error:
-        logger.error("%s failed after %.1f s: %s (executed copy: %s)", stage, seconds, error, out)
+        logger.error("%s failed after %.1f s: %s (executed copy: %s)", run_name, seconds, error,
+                     out)
     else:
-        logger.info("%s ok in %.1f s", stage, seconds)
-    return {"notebook": stage, "status": status, "seconds": seconds,
+        logger.info("%s ok in %.1f s", run_name, seconds)
+    return {"notebook": run_name, "status": status, "seconds": seconds,
             "executed_path": str(out), "error": error}
 
 
@@ -285,10 +324,13 @@ def reproduce(profile: str | os.PathLike = "smoke", only: Iterable[str] | None =
     rows: list[dict[str, Any]] = []
     used: dict[str, Any] = {}
     for stage in stages:
-        params = stage_parameters(stage, sections, run_dir, figures_dir, parameters)
-        used[stage] = params
-        rows.append(run_stage(stage, nb_dir, run_dir, params, kernel_name, timeout))
-        _write_run_files(run_dir, rows, used, previous, started, name)  # after every stage
+        for run_name, section in stage_runs(stage, sections):
+            params = stage_parameters(stage, sections, run_dir, figures_dir, parameters, section)
+            params["run_name"] = run_name
+            used[run_name] = params
+            rows.append(run_stage(stage, nb_dir, run_dir, params, kernel_name, timeout,
+                                  run_name=run_name))
+            _write_run_files(run_dir, rows, used, previous, started, name)  # after every run
     if not stages:
         logger.warning("No notebooks NN_name.ipynb in %s.", nb_dir)
     if report:

@@ -467,3 +467,21 @@ def plot_efficiency(df: pd.DataFrame, x: str = "length", time: str = "time_s",
     if title:
         fig.suptitle(title)
     return fig
+
+
+# ----------------------------------------------------------------------------- channel layouts
+def plot_channel_membership(layouts: Mapping[str, Sequence[str]], vocab_names: Sequence[str],
+                            title: str = "") -> Figure:
+    """Which channel of a vocabulary (columns) each dataset (rows) records: the UCS at a glance."""
+    names = list(vocab_names)
+    from .channels import normalize_channel_name
+
+    mat = np.array([[normalize_channel_name(n) in {normalize_channel_name(c) for c in chans}
+                     for n in names] for chans in layouts.values()], float)
+    fig, ax = _figure((max(6.0, 0.16 * len(names)), 0.5 + 0.45 * len(layouts)))
+    ax.imshow(mat, aspect="auto", cmap="Greens", vmin=0, vmax=1.3, interpolation="nearest")
+    ax.set_yticks(np.arange(len(layouts)),
+                  [f"{k} ({int(r.sum())})" for k, r in zip(layouts, mat)])
+    ax.set_xticks(np.arange(len(names)), names, rotation=90, fontsize=6)
+    ax.set_title(title)
+    return fig

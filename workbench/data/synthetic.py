@@ -59,6 +59,7 @@ class SyntheticDataset:
     ch_names: tuple[str, ...]
     sfreq: float
     class_names: tuple[str, ...]
+    effect_scale: float = 1.0  # strength of the class effect relative to SignalModel.class_strength
 
     @property
     def n_classes(self) -> int:
@@ -75,9 +76,12 @@ class SyntheticDataset:
 
 SYNTHETIC_DATASETS: dict[str, SyntheticDataset] = {
     "syn_seed": SyntheticDataset("syn_seed", SEED_62, 200.0, ("negative", "neutral", "positive")),
-    "syn_deap": SyntheticDataset("syn_deap", DEAP_32, 128.0, ("low valence", "high valence")),
+    # two-class valence contrasts the extreme classes of the template: scaled down so that both
+    # layouts are about as hard as the three-class one
+    "syn_deap": SyntheticDataset("syn_deap", DEAP_32, 128.0, ("low valence", "high valence"),
+                                 effect_scale=0.7),
     "syn_dreamer": SyntheticDataset("syn_dreamer", DREAMER_14, 128.0,
-                                    ("low valence", "high valence")),
+                                    ("low valence", "high valence"), effect_scale=0.7),
 }
 """The synthetic layouts; their channel union is :data:`workbench.channels.SEED_62`."""
 
@@ -97,9 +101,9 @@ class SignalModel:
     theta_uv: float = 5.0
     beta_uv: float = 4.0
     effect_snr: float = 0.6          # effect-source std / background std in its band
-    class_strength: float = 0.35     # log-amplitude change per unit of the class pattern
+    class_strength: float = 0.45     # log-amplitude change per unit of the class pattern
     subject_strength_sd: float = 0.3  # log-normal spread of the strength across subjects
-    shared_pattern: float = 0.6      # weight of the dataset-wide pattern (rest: per subject)
+    shared_pattern: float = 0.85     # weight of the dataset-wide pattern (rest: per subject)
     band_swap_prob: float = 0.3      # chance that a subject expresses an effect in another band
     position_jitter: float = 0.12    # per-subject dipole displacement (head radius = 1)
     trial_jitter: float = 0.2        # log-amplitude noise of each effect per trial
@@ -265,7 +269,8 @@ def _subject_params(spec: SyntheticDataset, subject: int, seed: int, model: Sign
         "scale": float(rng.lognormal(0.0, 0.2)),
         "pink_exponent": float(rng.uniform(*model.pink_exponent)),
         "iaf": iaf,
-        "strength": float(model.class_strength * rng.lognormal(0.0, model.subject_strength_sd)),
+        "strength": float(model.class_strength * spec.effect_scale
+                          * rng.lognormal(0.0, model.subject_strength_sd)),
         "rhythm_jitter": rng.normal(0.0, model.position_jitter, (5, 3)).tolist(),
         "blink_rate": float(rng.uniform(*model.blink_rate)),
         "muscle_rate": float(rng.uniform(*model.muscle_rate)),

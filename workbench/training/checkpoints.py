@@ -13,7 +13,6 @@ import math
 import os
 import pickle
 import re
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -100,10 +99,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
                 f"Checkpoint {path} contains {what}, which would need arbitrary code to "
                 "load; it is refused (loads use weights_only=True). Re-save it as a dict of "
                 "tensors and plain values.") from None
+        detail = re.search(r"Unsupported operand \S+", msg)
         raise CheckpointError(f"Checkpoint {path} is not a readable PyTorch checkpoint (corrupt, "
-                              f"truncated or not written by torch.save): {msg.splitlines()[-1] if msg else e!r}"
-                              ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+                              "truncated or not written by torch.save)"
+                              + (f": {detail.group(0)}." if detail else ".")) from None
+    except OSError:
+        raise
+    except Exception as e:  # the unpickler fails on garbage in many ways (EOF, Index, Runtime)
         raise CheckpointError(f"Checkpoint {path} is corrupt or truncated ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''}).") from None
     if not isinstance(obj, dict):

@@ -242,6 +242,8 @@ class Trainer:
         if self.cfg.amp == "none":
             return None
         if self.device.type == "cuda":
+            if self.cfg.amp == "auto" and not torch.cuda.is_bf16_supported():
+                return None  # pre-Ampere GPUs emulate bf16 slowly; fp32 is the safe default
             return torch.bfloat16
         return torch.bfloat16 if self.cfg.amp == "bf16" else None
 
@@ -361,6 +363,7 @@ class Trainer:
         obj_params = self._trainable_objective_params()
         step_hook = getattr(self.objective, "on_step_end", None)
         sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
         n_total, lr = 0, opt.param_groups[0]["lr"]
         bar = tqdm(total=spe, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not (cfg.progress and self.is_main), dynamic_ncols=True)
@@ -398,6 +401,7 @@ class Trainer:
                     step_hook(self.model, self.global_step, self.total_steps)
                 for k, v in step_logs.items():
                     sums[k] = sums.get(k, 0.0) + v * n
+                    counts[k] = counts.get(k, 0.0) + n
                 n_total += n
                 bar.update(1)
                 if self.global_step % max(1, cfg.log_every) == 0:
@@ -405,20 +409,23 @@ class Trainer:
                     log.write("step", epoch=epoch + 1, step=self.global_step, lr=lr, **step_logs)
         finally:
             bar.close()
-        means, n_total = self._reduce_means(sums, n_total)
+        means, n_total = self._reduce_means(sums, counts, n_total)
         return means, n_total, lr
 
-    def _reduce_means(self, sums: dict[str, float], n: int) -> tuple[dict[str, float], int]:
-        """Sample-weighted means over every rank."""
+    def _reduce_means(self, sums: dict[str, float], counts: dict[str, float],
+                      n: int) -> tuple[dict[str, float], int]:
+        """Sample-weighted means over every rank (a key counts the samples it was logged for)."""
         keys = sorted(sums)
         if self.dist.enabled:
-            t = torch.tensor([sums[k] for k in keys] + [float(n)], dtype=torch.float64,
-                             device=self.device)
+            t = torch.tensor([sums[k] for k in keys] + [counts[k] for k in keys] + [float(n)],
+                             dtype=torch.float64, device=self.device)
             all_reduce_sum(t)
             vals = t.tolist()
-            sums, n = dict(zip(keys, vals[:-1])), int(vals[-1])
+            m = len(keys)
+            sums, counts = dict(zip(keys, vals[:m])), dict(zip(keys, vals[m:2 * m]))
+            n = int(vals[-1])
         order = ["loss"] + [k for k in keys if k != "loss"] if "loss" in sums else keys
-        return {k: sums[k] / max(n, 1) for k in order}, n
+        return {k: sums[k] / max(counts[k], 1.0) for k in order}, n
 
     @torch.no_grad()
     def evaluate(self, loader: Iterable[Batch]) -> dict[str, float]:
@@ -430,6 +437,7 @@ class Trainer:
         if isinstance(self.objective, nn.Module):
             self.objective.eval()
         sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
         n_total = 0
         try:
             for batch in loader:
@@ -441,8 +449,9 @@ class Trainer:
                 vals.update({k: _plain(v) for k, v in (logs or {}).items() if k != "loss"})
                 for k, v in vals.items():
                     sums[k] = sums.get(k, 0.0) + v * n
+                    counts[k] = counts.get(k, 0.0) + n
                 n_total += n
-            means, _ = self._reduce_means(sums, n_total)
+            means, _ = self._reduce_means(sums, counts, n_total)
             out = {f"val_{k}": v for k, v in means.items()}
             if self.val_metrics is not None:
                 extra = self.val_metrics(self.model, loader)
@@ -472,7 +481,7 @@ class Trainer:
                 "history": [dict(r) for r in self.history],
                 "top_k": self.top_k.state_dict(),
                 "rng": rng_state(),
-                "torch_version": torch.__version__}
+                "torch_version": str(torch.__version__)}
 
     def _update_top_k(self, row: dict[str, Any], has_val: bool) -> None:
         if self.top_k.k == 0:

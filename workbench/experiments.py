@@ -1,0 +1,311 @@
+"""Method-agnostic drivers: pre-train, fine-tune or probe under a protocol, run ablations.
+
+The stage notebooks call these with ``method=...`` and ``variant=...``; everything
+method-specific comes from the :class:`~workbench.methods.base.Method`. Results are tidy pandas
+tables (one row per subject and seed) that :mod:`workbench.evaluation.metrics` aggregates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .channels import ChannelVocabulary
+from .config import Profile, TrainConfig, get_profile
+from .data.datasets import WindowDataset, make_loader
+from .data.splits import Split, within_subject_split
+from .data.store import WindowStore
+from .evaluation.metrics import aggregate, classification_metrics
+from .methods import Method, get_method
+from .training import Trainer, ensemble_predict_proba, load_checkpoint
+from .utils import atomic_write_json, get_device, get_logger, seed_everything
+
+log = get_logger("experiments")
+
+
+def _method(method: str | Method) -> Method:
+    return get_method(method) if isinstance(method, str) else method
+
+
+def _profile(profile: str | Profile) -> Profile:
+    return get_profile(profile) if isinstance(profile, str) else profile
+
+
+# ============================================================================ pre-training
+@dataclass
+class PretrainResult:
+    """What a pre-training run leaves: its history, checkpoint and channel vocabulary."""
+
+    method: str
+    variant: str
+    history: pd.DataFrame
+    checkpoint: Path
+    vocab: ChannelVocabulary
+    seconds: float
+    out_dir: Path
+
+    @property
+    def samples_per_s(self) -> float:
+        return float(self.history["samples_per_s"].mean())
+
+
+def pretrain(method: str | Method, stores: Sequence[WindowStore], *, out_dir: str | Path,
+             profile: str | Profile = "smoke", variant: str | None = None, seed: int = 42,
+             device: str = "auto", resume: bool = True, val_fraction: float = 0.1
+             ) -> PretrainResult:
+    """Pre-train ``method`` on the windows of ``stores`` (several datasets at once).
+
+    ``val_fraction`` of the windows (whole subjects are not needed: pre-training is
+    label-free) are held out to report a validation loss.
+    """
+    m, prof = _method(method), _profile(profile)
+    variant = variant or m.default_variant
+    m.variant(variant)
+    out_dir = Path(out_dir)
+    cfg = dataclasses.replace(m.pretrain_config(prof), seed=seed, progress=prof.progress)
+    vocab = m.vocabulary(stores)
+    vocab.save(out_dir / "vocab.json")
+    rng = np.random.default_rng(seed)
+    train_idx, val_idx = [], []
+    for s in stores:
+        perm = rng.permutation(len(s))
+        n_val = max(1, int(round(val_fraction * len(s))))
+        val_idx.append(np.sort(perm[:n_val]))
+        train_idx.append(np.sort(perm[n_val:]))
+    seed_everything(seed)
+    model, spec, objective = m.build_pretrain(variant, prof.preset, vocab, stores)
+    train = make_loader(m.pretrain_dataset(stores, vocab, train_idx), cfg.batch_size,
+                        shuffle=True, seed=seed, drop_last=True, num_workers=cfg.num_workers)
+    val = make_loader(m.pretrain_dataset(stores, vocab, val_idx), cfg.batch_size, shuffle=False)
+    t0 = time.perf_counter()
+    trainer = Trainer(model, objective, cfg, out_dir, device=device, model_spec=spec)
+    history = trainer.fit(train, val, resume=resume)
+    seconds = time.perf_counter() - t0
+    log.info("pre-trained %s/%s in %.1f s: loss %.4g -> %.4g", m.name, variant, seconds,
+             history["loss"].iloc[0], history["loss"].iloc[-1])
+    atomic_write_json(out_dir / "pretrain.json", {
+        "method": m.name, "variant": variant, "seconds": seconds, "seed": seed,
+        "stores": [str(s.root) for s in stores], "model_spec": spec,
+        "train_config": dataclasses.asdict(cfg)})
+    return PretrainResult(m.name, variant, history, trainer.last_path, vocab, seconds, out_dir)
+
+
+def load_pretrained(path: str | Path) -> tuple[dict[str, torch.Tensor], ChannelVocabulary]:
+    """The model weights and channel vocabulary of a pre-training run folder or checkpoint."""
+    path = Path(path)
+    ckpt = path / "last.pt" if path.is_dir() else path
+    state = load_checkpoint(ckpt)["model"]
+    vocab = ChannelVocabulary.load(ckpt.parent / "vocab.json")
+    return state, vocab
+
+
+# ============================================================================ fine-tuning
+@dataclass
+class FinetuneResult:
+    """Per-subject (and seed) metrics and per-window test predictions."""
+
+    method: str
+    variant: str
+    results: pd.DataFrame  # one row per subject and seed
+    predictions: pd.DataFrame  # window_id, subject, seed, y, pred, p0..pK
+    out_dir: Path
+
+    def summary(self, metrics: Sequence[str] = ("accuracy", "balanced_accuracy")) -> pd.DataFrame:
+        """Mean and std over subjects and seeds."""
+        return aggregate(self.results, by=None, metrics=list(metrics))
+
+
+def _subjects(store: WindowStore, prof: Profile, subjects: Sequence[str] | None) -> list[str]:
+    if subjects:
+        return [str(s) for s in subjects]
+    allsub = list(dict.fromkeys(store.index["subject"].astype(str)))
+    return allsub[:prof.max_subjects] if prof.max_subjects else allsub
+
+
+def finetune(method: str | Method, store: WindowStore, *, out_dir: str | Path,
+             profile: str | Profile = "smoke", variant: str | None = None,
+             pretrained: str | Path | None = None, seeds: Sequence[int] = (42,),
+             subjects: Sequence[str] | None = None, device: str = "auto",
+             mode: str | None = None, channels: Sequence[str] | None = None,
+             test_size: float = 0.2, val_size: float = 0.1) -> FinetuneResult:
+    """Within-subject fine-tuning (or probing) of ``method`` on ``store``.
+
+    For each subject and seed: a leakage-free split (:func:`within_subject_split`: whole trials
+    or purged blocks held out), a classifier initialised from ``pretrained`` (unless the variant
+    is from scratch), training with the top-k checkpoints kept by validation accuracy, and a
+    test prediction that averages the softmax of those checkpoints (checkpoint ensembling).
+    With ``mode="probe"`` the pre-trained model is frozen and a linear model is fitted on its
+    features instead.
+
+    Parameters
+    ----------
+    channels : list of str, optional
+        Use only these channels (e.g. a channel intersection for cross-dataset transfer).
+    """
+    m, prof = _method(method), _profile(profile)
+    variant = variant or m.default_variant
+    spec = m.variant(variant)
+    mode = mode or m.downstream
+    out_dir = Path(out_dir)
+    state, vocab = (None, None)
+    if spec.get("pretrained", True):
+        if pretrained is None:
+            raise ValueError(f"Variant {variant!r} of {m.name} fine-tunes a pre-trained model: "
+                             "pass 'pretrained' (a pre-training run folder or checkpoint).")
+        state, vocab = load_pretrained(pretrained)
+    if vocab is None:
+        vocab = m.vocabulary([store])
+    n_classes = store.n_classes
+    rows, preds = [], []
+    for seed in seeds:
+        splits = within_subject_split(store.index, store.n_times, test_size=test_size,
+                                      val_size=val_size, seed=seed,
+                                      subjects=_subjects(store, prof, subjects))
+        for sp in splits:
+            run_dir = out_dir / f"seed{seed}" / f"subject{sp.subject}"
+            if mode == "probe":
+                probs, y, idx = _probe_split(m, store, sp, state, vocab, variant, prof, n_classes,
+                                             device, channels)
+            else:
+                probs, y, idx = _finetune_split(m, store, sp, state, vocab, variant, prof,
+                                                n_classes, seed, device, run_dir, channels)
+            met = classification_metrics(y, probs, labels=list(range(n_classes)))
+            rows.append({"method": m.name, "variant": variant, "dataset": store.dataset,
+                         "subject": sp.subject, "seed": seed, "mode": mode,
+                         "n_train": len(sp.train), "n_test": len(sp.test), **met})
+            p = pd.DataFrame(probs, columns=[f"p{k}" for k in range(probs.shape[1])])
+            p.insert(0, "window_id", idx)
+            p.insert(1, "subject", sp.subject)
+            p.insert(2, "seed", seed)
+            p.insert(3, "y", y)
+            p.insert(4, "pred", probs.argmax(1))
+            preds.append(p)
+            log.info("%s/%s subject %s seed %d: accuracy %.3f", m.name, variant, sp.subject,
+                     seed, met["accuracy"])
+    res = FinetuneResult(m.name, variant, pd.DataFrame(rows), pd.concat(preds, ignore_index=True),
+                         out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    res.results.to_csv(out_dir / "results.csv", index=False)
+    res.predictions.to_csv(out_dir / "predictions.csv", index=False)
+    return res
+
+
+def _finetune_split(m: Method, store: WindowStore, sp: Split, state, vocab, variant: str,
+                    prof: Profile, n_classes: int, seed: int, device: str, run_dir: Path,
+                    channels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from .objectives.classification import ClassificationObjective
+
+    seed_everything(seed)
+    cfg = dataclasses.replace(m.finetune_config(prof), seed=seed, progress=prof.progress,
+                              monitor="val_acc", monitor_mode="max")
+    model, spec = m.build_classifier(variant, prof.preset, store, vocab, n_classes, state)
+    train = make_loader(WindowDataset(store, sp.train, vocab, channels), cfg.batch_size,
+                        shuffle=True, seed=seed)
+    val_ids = sp.val if len(sp.val) else sp.train
+    val = make_loader(WindowDataset(store, val_ids, vocab, channels), 256, shuffle=False)
+    test = make_loader(WindowDataset(store, sp.test, vocab, channels), 256, shuffle=False)
+    trainer = Trainer(model, ClassificationObjective(), cfg, run_dir, device=device,
+                      param_groups=m.finetune_param_groups(model, prof), model_spec=spec)
+    trainer.fit(train, val, resume=True)
+    paths = trainer.top_k.best_paths() or [trainer.last_path]
+    return ensemble_predict_proba(trainer.model, paths, test, device=device)
+
+
+@torch.no_grad()
+def extract_features(m: Method, model: torch.nn.Module, store: WindowStore,
+                     indices: np.ndarray, vocab: ChannelVocabulary | None = None,
+                     device: str = "auto", channels=None, batch_size: int = 256
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-window features ``m.features(model, batch)`` for ``indices``: (features, window ids)."""
+    dev = get_device(device)
+    model = model.to(dev).eval()
+    feats, ids = [], []
+    loader = make_loader(WindowDataset(store, indices, vocab, channels), batch_size,
+                         shuffle=False)
+    for batch in loader:
+        b = {k: v.to(dev) for k, v in batch.items()}
+        feats.append(m.features(model, b).float().cpu().numpy())
+        ids.append(batch["index"].numpy())
+    return np.concatenate(feats), np.concatenate(ids)
+
+
+def _probe_split(m: Method, store: WindowStore, sp: Split, state, vocab, variant: str,
+                 prof: Profile, n_classes: int, device: str, channels
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from .evaluation.probes import linear_probe
+
+    model, _ = m.build_classifier(variant, prof.preset, store, vocab, n_classes, state)
+    train_ids = np.concatenate([sp.train, sp.val])
+    xtr, itr = extract_features(m, model, store, train_ids, vocab, device, channels)
+    xte, ite = extract_features(m, model, store, sp.test, vocab, device, channels)
+    probs = linear_probe(xtr, store.labels[itr], xte, store.labels[ite])
+    probs = _full_proba(probs, store.labels[itr], n_classes)
+    return probs, store.labels[ite], ite
+
+
+def _full_proba(probs: np.ndarray, y_train: np.ndarray, n_classes: int) -> np.ndarray:
+    """Expand probabilities over the classes seen in training to all ``n_classes``."""
+    if probs.shape[1] == n_classes:
+        return probs
+    out = np.zeros((len(probs), n_classes))
+    out[:, np.unique(y_train)] = probs
+    return out
+
+
+# ============================================================================ ablations
+def ablation_study(method: str | Method, pretrain_stores: Sequence[WindowStore],
+                   store: WindowStore, *, out_dir: str | Path, profile: str | Profile = "smoke",
+                   variants: Sequence[str] | None = None, seeds: Sequence[int] = (42,),
+                   device: str = "auto") -> pd.DataFrame:
+    """Pre-train (once per distinct pre-training setup) and fine-tune every variant.
+
+    Variants that share the same ``pretrain_key`` reuse one pre-trained model. Returns one row
+    per variant, subject and seed.
+    """
+    m, prof = _method(method), _profile(profile)
+    variants = list(variants or m.variants)
+    out_dir = Path(out_dir)
+    pretrained: dict[str, Path] = {}
+    tables = []
+    for v in variants:
+        spec = m.variant(v)
+        ckpt = None
+        if spec.get("pretrained", True):
+            key = spec.get("pretrain_key", "default")
+            if key not in pretrained:
+                pre = pretrain(m, pretrain_stores, out_dir=out_dir / f"pretrain-{key}",
+                               profile=prof, variant=v, seed=seeds[0], device=device)
+                pretrained[key] = pre.out_dir
+            ckpt = pretrained[key]
+        res = finetune(m, store, out_dir=out_dir / f"finetune-{v}", profile=prof, variant=v,
+                       pretrained=ckpt, seeds=seeds, device=device)
+        tables.append(res.results)
+    table = pd.concat(tables, ignore_index=True)
+    table.to_csv(out_dir / "ablations.csv", index=False)
+    return table
+
+
+def paper_comparison(method: str | Method, table: pd.DataFrame, dataset_alias: str) -> pd.DataFrame:
+    """Our mean ± std accuracy per variant next to the paper's number for ``dataset_alias``."""
+    m = _method(method)
+    agg = aggregate(table, by="variant", metrics=["accuracy"]).set_index("variant")
+    rows = []
+    for v in table["variant"].unique():
+        paper = m.paper_results.get(v, {}).get(dataset_alias, np.nan)
+        rows.append({"variant": v, "description": m.variants[v].get("description", ""),
+                     "ours_mean": agg.loc[v, "mean"] * 100, "ours_std": agg.loc[v, "std"] * 100,
+                     f"paper_{dataset_alias}": paper})
+    return pd.DataFrame(rows)
+
+
+def save_json(obj: Any, path: str | Path) -> None:
+    atomic_write_json(path, json.loads(json.dumps(obj, default=str)))

@@ -1,0 +1,9 @@
+"""Training objectives: ``loss, logs = objective(model, batch)``; the Trainer knows nothing else.
+
+Each objective is an ``nn.Module`` that calls the model on the batch and returns a scalar loss
+and a ``dict[str, float]`` of logs (see ``docs/contracts.md``).
+"""
+
+from .reconstruction import ReconstructionObjective, percentile_scale, reconstruction_loss
+
+__all__ = ["ReconstructionObjective", "percentile_scale", "reconstruction_loss"]
