@@ -43,7 +43,6 @@ def plain_mne_preprocess(rec: Recording, cfg: PreprocessConfig, method: str = "i
     Used by the benchmark (``method="infomax"``) and by the tests (``method="picard"``, which
     must reproduce :func:`workbench.data.preprocess.preprocess_recording`).
     """
-    import mne
     from mne.preprocessing import ICA
     from mne_icalabel import label_components
 
@@ -57,11 +56,15 @@ def plain_mne_preprocess(rec: Recording, cfg: PreprocessConfig, method: str = "i
     nyq = raw.info["sfreq"] / 2
     lo, hi = cfg.ica_fit_band or (cfg.l_freq, cfg.h_freq)
     fit = raw.copy().filter(lo, hi if hi and hi < 0.9 * nyq else None, verbose="error")
-    flat = [n for n, s in zip(raw.ch_names, fit.get_data().std(axis=1)) if s < cfg.flat_std]
-    rank = len(raw.ch_names) - len(flat) - 1
+    sd = fit.get_data().std(axis=1)
+    live = sd >= cfg.flat_std
+    ratio = sd / np.median(sd[live])
+    bads = [n for n, s, r in zip(raw.ch_names, sd, ratio)
+            if s < cfg.flat_std or r > cfg.bad_ratio or r < 1 / cfg.bad_ratio]
+    rank = len(raw.ch_names) - len(bads) - 1
     for r in (raw, fit):
-        if flat:
-            r.info["bads"] = flat
+        if bads:
+            r.info["bads"] = bads
             r.interpolate_bads(reset_bads=True, verbose="error")
         r.set_eeg_reference("average", projection=False, verbose="error")
     if cfg.notch:

@@ -11,7 +11,8 @@ import torch
 
 from workbench.data.recording import Recording, make_events
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Tiny test models run fastest on one thread (and the suite often shares the machine).
+torch.set_num_threads(1)
 
 
 def shared_data_dir() -> Path | None:

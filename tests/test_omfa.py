@@ -55,9 +55,18 @@ def test_gat_matches_literal_equations(concat, masked):
         adj = torch.rand(C, C) > 0.4
         adj.fill_diagonal_(True)
     out, att = layer(h, adj=adj, ch_mask=ch_mask)
-    ref_out, ref_att = gat_reference(h, layer.lin.weight, layer.att, heads, bias=layer.bias,
-                                     concat=concat, negative_slope=layer.negative_slope,
-                                     adj=adj, ch_mask=ch_mask, activation=F.elu)
+    ref_out, ref_att = gat_reference(
+        h,
+        layer.lin.weight,
+        layer.att,
+        heads,
+        bias=layer.bias,
+        concat=concat,
+        negative_slope=layer.negative_slope,
+        adj=adj,
+        ch_mask=ch_mask,
+        activation=F.elu,
+    )
     torch.testing.assert_close(att, ref_att, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-12)
 
@@ -147,8 +156,9 @@ def test_art_encoder_paper_preset_shapes_and_parameter_counts():
     enc = create_model("art_encoder", "paper")
     enc.eval()
     for T in (256, 400):  # 2 s at 128 Hz and 200 Hz
-        out = enc(torch.randn(3, 1, T), ch_ids=torch.tensor([0, 5, 61]),
-                  rate_id=torch.tensor([0, 1, 1]))
+        out = enc(
+            torch.randn(3, 1, T), ch_ids=torch.tensor([0, 5, 61]), rate_id=torch.tensor([0, 1, 1])
+        )
         assert out["tokens"].shape == (3, 16, 128)
         assert out["embedding"].shape == (3, 128)
         torch.testing.assert_close(out["embedding"], out["tokens"].mean(1))
@@ -159,10 +169,12 @@ def test_art_encoder_paper_preset_shapes_and_parameter_counts():
     assert _n_params(enc.transformer) == 3 * per_layer
     assert enc.transformer.layers[0].self_attn.num_heads == 8
     cls = create_model("omfa_classifier", "paper")
-    print(f"\nparameters (paper presets): art_encoder {_n_params(enc):,} "
-          f"(tokenizer {_n_params(enc.tokenizer):,}, transformer {_n_params(enc.transformer):,}); "
-          f"omfa_classifier {_n_params(cls):,} (encoder {_n_params(cls.encoder):,}, "
-          f"new layers {_n_params(cls) - _n_params(cls.encoder):,})")
+    print(
+        f"\nparameters (paper presets): art_encoder {_n_params(enc):,} "
+        f"(tokenizer {_n_params(enc.tokenizer):,}, transformer {_n_params(enc.transformer):,}); "
+        f"omfa_classifier {_n_params(cls):,} (encoder {_n_params(cls.encoder):,}, "
+        f"new layers {_n_params(cls) - _n_params(cls.encoder):,})"
+    )
     for variant in ("gcn", "none"):
         m = create_model("omfa_classifier", "paper", graph=variant)
         print(f"omfa_classifier graph={variant}: {_n_params(m):,}")
@@ -249,12 +261,27 @@ def test_classifier_variants_outputs(graph):
     assert len(out["attention"]) == (2 if graph == "gat" else 0)
 
 
-@pytest.mark.parametrize("graph,tokenizer", [("gat", "adaptive"), ("gcn", "adaptive"),
-                                             ("none", "adaptive"), ("gat", "fixed")])
+@pytest.mark.parametrize(
+    "graph,tokenizer",
+    [
+        ("gat", "adaptive"),
+        # The ablations cost the same ~2 s each on an idle core; slow on a shared one.
+        pytest.param("gcn", "adaptive", marks=pytest.mark.slow),
+        pytest.param("none", "adaptive", marks=pytest.mark.slow),
+        pytest.param("gat", "fixed", marks=pytest.mark.slow),
+    ],
+)
 def test_classifier_overfits_one_batch(graph, tokenizer):
     torch.manual_seed(9)
-    cls = create_model("omfa_classifier", "tiny", graph=graph, tokenizer=tokenizer, dropout=0.0,
-                       cls_dropout=0.0, head_dropout=0.0)
+    cls = create_model(
+        "omfa_classifier",
+        "tiny",
+        graph=graph,
+        tokenizer=tokenizer,
+        dropout=0.0,
+        cls_dropout=0.0,
+        head_dropout=0.0,
+    )
     batch = _batch(B=8, C=4, T=128, n_real=[4, 4, 3, 2, 4, 3, 4, 4])
     objective = ClassificationObjective()
     opt = torch.optim.AdamW(cls.parameters(), lr=2e-3)
@@ -302,15 +329,15 @@ def test_classifier_channel_order_and_padding_invariance(graph):
 def test_padding_invariance_with_batchnorm_in_training_mode():
     """Padding rows never reach the encoder, so they cannot move BatchNorm statistics."""
     torch.manual_seed(11)
-    cls = create_model("omfa_classifier", "tiny", norm="batch", dropout=0.0, cls_dropout=0.0,
-                       head_dropout=0.0).train()
+    cls = create_model(
+        "omfa_classifier", "tiny", norm="batch", dropout=0.0, cls_dropout=0.0, head_dropout=0.0
+    ).train()
     b = _batch(B=2, C=3, T=128)
     ref = cls(b["x"], b["ch_ids"], b["rate_id"], b["ch_mask"])["logits"]
     x = torch.cat([b["x"], 50 * torch.randn(2, 2, 128)], dim=1)
     ids = torch.cat([b["ch_ids"], torch.zeros(2, 2, dtype=torch.long)], dim=1)
     mask = torch.cat([b["ch_mask"], torch.zeros(2, 2, dtype=torch.bool)], dim=1)
-    torch.testing.assert_close(cls(x, ids, b["rate_id"], mask)["logits"], ref, rtol=1e-4,
-                               atol=1e-5)
+    torch.testing.assert_close(cls(x, ids, b["rate_id"], mask)["logits"], ref, rtol=1e-4, atol=1e-5)
 
 
 def test_classifier_input_errors():
@@ -343,8 +370,9 @@ def test_load_pretrained_encoder_and_key_reports():
     assert torch.equal(cls2.encoder.pos_embed, enc.pos_embed)
     # Another tokenizer: shapes differ, the error names the tensor.
     with pytest.raises(ValueError, match="pos_embed"):
-        load_pretrained_encoder(cls, create_model("art_encoder", "tiny",
-                                                  tokenizer="fixed").state_dict())
+        load_pretrained_encoder(
+            cls, create_model("art_encoder", "tiny", tokenizer="fixed").state_dict()
+        )
     partial = {k: v for k, v in enc.state_dict().items() if not k.startswith("rate_embed")}
     partial["extra.weight"] = torch.zeros(1)
     with pytest.raises(ValueError, match="rate_embed.weight.*extra.weight"):

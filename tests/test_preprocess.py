@@ -14,8 +14,14 @@ from scipy.signal import welch
 from threadpoolctl import threadpool_limits
 
 from workbench.config import from_dict, to_dict
-from workbench.data.preprocess import (RECIPES, PreprocessConfig, detect_bad_channels,
-                                       get_recipe, preprocess_recording, run_pipeline)
+from workbench.data.preprocess import (
+    RECIPES,
+    PreprocessConfig,
+    detect_bad_channels,
+    get_recipe,
+    preprocess_recording,
+    run_pipeline,
+)
 from workbench.data.recording import Recording
 from workbench.data.store import WindowStore
 from workbench.data.synthetic import make_synthetic_recordings

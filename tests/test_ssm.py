@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from workbench.models.layers import ssm
 from workbench.models.layers.ssm import (
     GatedRMSNorm,
     Mamba1,
@@ -52,9 +53,20 @@ SSD_CASES = [
 ]
 
 
+@pytest.fixture(params=["auto", "segsum", "one_chunk_blocks"])
+def ssd_path(request, monkeypatch):
+    """Run a test through each code path of ssd_chunked: the automatic choice (factored form
+    where the decays allow it), the explicit decay matrices only, and blocks of one chunk."""
+    if request.param == "segsum":
+        monkeypatch.setattr(ssm, "_FACTOR_LIMIT", 0.0)
+    elif request.param == "one_chunk_blocks":
+        monkeypatch.setattr(ssm, "_BLOCK_ELEMENTS", 1)
+    return request.param
+
+
 @pytest.mark.parametrize("case", SSD_CASES)
 @pytest.mark.parametrize("init,D", [(False, None), (True, "head"), (True, "headdim")])
-def test_ssd_chunked_matches_naive_recurrence(case, init, D):
+def test_ssd_chunked_matches_naive_recurrence(case, init, D, ssd_path):
     b, L, h, p, g, n, Q = case
     args, kw = ssd_inputs(b, L, h, p, g, n, init=init, D=D, seed=L)
     y_ref, s_ref = ssd_naive(*args, Q, return_final_state=True, **kw)
@@ -65,7 +77,25 @@ def test_ssd_chunked_matches_naive_recurrence(case, init, D):
     assert y.abs().max() > 0.1  # not a vacuous comparison
 
 
-def test_ssd_chunk_size_does_not_change_the_result():
+def test_factored_form_is_used_only_where_it_is_exact():
+    # moderate decays: the factored block is taken and equals the explicit-matrix block
+    (x, dt, A, B, C), _ = ssd_inputs(2, 32, 4, 8, 2, 5, seed=1)
+    dt = dt * 0.1
+    S0 = torch.randn(2, 4, 8, 5)
+    fac = ssm._ssd_block_factored(x, dt, A, B, C, S0, 16, 2)
+    ref = ssm._ssd_block_segsum(x, dt, A, B, C, S0, 16, 2)
+    assert fac is not None
+    torch.testing.assert_close(fac[0], ref[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fac[1], ref[1], atol=1e-5, rtol=1e-5)
+    # in-chunk log-decay of ~ -50 per step: exp(+-rel) would overflow, the block is refused ...
+    big = torch.full_like(dt, 12.0)
+    assert ssm._ssd_block_factored(x, big, A, B, C, S0, 16, 2) is None
+    # ... and ssd_chunked stays exact through the fallback
+    torch.testing.assert_close(ssd_chunked(x, big, A, B, C, 16), ssd_naive(x, big, A, B, C),
+                               atol=1e-4, rtol=0)
+
+
+def test_ssd_chunk_size_does_not_change_the_result(ssd_path):
     args, kw = ssd_inputs(2, 100, 4, 8, 2, 6, init=True, D="head", seed=3)
     ys = [ssd_chunked(*args, Q, **kw) for Q in (3, 10, 32, 100, 512)]
     for y in ys[1:]:
@@ -82,13 +112,13 @@ def test_ssd_minimal_listing_matches_naive_recurrence():
         ssd_minimal_listing(*ssd_inputs(1, 8, 4, 2, 2, 3)[0], 4)
 
 
-def test_ssd_float64_agrees_to_machine_precision():
+def test_ssd_float64_agrees_to_machine_precision(ssd_path):
     args, kw = ssd_inputs(2, 70, 4, 8, 2, 5, dtype=torch.float64, init=True, D="head")
     torch.testing.assert_close(ssd_chunked(*args, 16, **kw), ssd_naive(*args, 16, **kw),
                                atol=1e-10, rtol=0)
 
 
-def test_ssd_gradients_match_the_recurrence():
+def test_ssd_gradients_match_the_recurrence(ssd_path):
     args, kw = ssd_inputs(2, 19, 4, 3, 2, 4, dtype=torch.float64, init=True, D="head", seed=7)
     leaves = [t.clone().requires_grad_() for t in (*args, kw["initial_state"], kw["D"])]
     w_y = torch.randn(2, 19, 4, 3, dtype=torch.float64)

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from .channels import ChannelVocabulary
-from .config import Profile, TrainConfig, get_profile
+from .config import Profile, get_profile
 from .data.datasets import WindowDataset, make_loader
 from .data.splits import Split, within_subject_split
 from .data.store import WindowStore
@@ -144,7 +144,7 @@ def finetune(method: str | Method, store: WindowStore, *, out_dir: str | Path,
     is from scratch), training with the top-k checkpoints kept by validation accuracy, and a
     test prediction that averages the softmax of those checkpoints (checkpoint ensembling).
     With ``mode="probe"`` the pre-trained model is frozen and a linear model is fitted on its
-    features instead.
+    features (``m.features``) instead; ``mode="mlp"`` fits a two-hidden-layer MLP on them.
 
     Parameters
     ----------
@@ -155,6 +155,9 @@ def finetune(method: str | Method, store: WindowStore, *, out_dir: str | Path,
     variant = variant or m.default_variant
     spec = m.variant(variant)
     mode = mode or m.downstream
+    if mode not in ("fine", "probe", "mlp"):
+        raise ValueError(f"Invalid value for the 'mode' parameter: expected 'fine', 'probe' or "
+                         f"'mlp', got {mode!r}.")
     out_dir = Path(out_dir)
     state, vocab = (None, None)
     if spec.get("pretrained", True):
@@ -172,9 +175,9 @@ def finetune(method: str | Method, store: WindowStore, *, out_dir: str | Path,
                                       subjects=_subjects(store, prof, subjects))
         for sp in splits:
             run_dir = out_dir / f"seed{seed}" / f"subject{sp.subject}"
-            if mode == "probe":
+            if mode in ("probe", "mlp"):
                 probs, y, idx = _probe_split(m, store, sp, state, vocab, variant, prof, n_classes,
-                                             device, channels)
+                                             device, channels, mlp=mode == "mlp")
             else:
                 probs, y, idx = _finetune_split(m, store, sp, state, vocab, variant, prof,
                                                 n_classes, seed, device, run_dir, channels)
@@ -223,9 +226,11 @@ def _finetune_split(m: Method, store: WindowStore, sp: Split, state, vocab, vari
 @torch.no_grad()
 def extract_features(m: Method, model: torch.nn.Module, store: WindowStore,
                      indices: np.ndarray, vocab: ChannelVocabulary | None = None,
-                     device: str = "auto", channels=None, batch_size: int = 256
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-window features ``m.features(model, batch)`` for ``indices``: (features, window ids)."""
+                     device: str = "auto", channels=None, batch_size: int = 256,
+                     fn=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-window features ``m.features(model, batch)`` (or ``fn(model, batch)``) for
+    ``indices``: returns (features (N, F), window ids (N,))."""
+    fn = fn or m.features
     dev = get_device(device)
     model = model.to(dev).eval()
     feats, ids = [], []
@@ -233,32 +238,90 @@ def extract_features(m: Method, model: torch.nn.Module, store: WindowStore,
                          shuffle=False)
     for batch in loader:
         b = {k: v.to(dev) for k, v in batch.items()}
-        feats.append(m.features(model, b).float().cpu().numpy())
+        feats.append(fn(model, b).float().cpu().numpy())
         ids.append(batch["index"].numpy())
     return np.concatenate(feats), np.concatenate(ids)
 
 
+def pretrained_embeddings(method: str | Method, store: WindowStore, *,
+                          pretrained: str | Path | None, profile: str | Profile = "smoke",
+                          variant: str | None = None, indices: np.ndarray | None = None,
+                          device: str = "auto", seed: int = 42
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Representations of ``store``'s windows by the pre-trained model, or by the same model
+    at random initialisation when ``pretrained`` is None (the "scratch" reference)."""
+    m, prof = _method(method), _profile(profile)
+    variant = variant or m.default_variant
+    if pretrained is not None:
+        state, vocab = load_pretrained(pretrained)
+    else:
+        state, vocab = None, m.vocabulary([store])
+    seed_everything(seed)
+    model, _, _ = m.build_pretrain(variant, prof.preset, vocab, [store])
+    if state is not None:
+        model.load_state_dict(state)
+    ids = np.arange(len(store)) if indices is None else np.asarray(indices)
+    return extract_features(m, model, store, ids, vocab, device, fn=m.pretrain_features)
+
+
+@torch.no_grad()
+def collect_outputs(model: torch.nn.Module, store: WindowStore, indices: np.ndarray, key: str,
+                    vocab: ChannelVocabulary | None = None, device: str = "auto",
+                    batch_size: int = 128) -> tuple[list[np.ndarray] | np.ndarray, np.ndarray]:
+    """One named model output (e.g. ``"attention"``, a list per layer) over windows.
+
+    Returns the output concatenated over batches (per layer for lists) and the window ids.
+    """
+    dev = get_device(device)
+    model = model.to(dev).eval()
+    parts, ids = [], []
+    for batch in make_loader(WindowDataset(store, indices, vocab), batch_size, shuffle=False):
+        b = {k: v.to(dev) for k, v in batch.items()}
+        out = model(b["x"], ch_ids=b["ch_ids"], rate_id=b["rate_id"], ch_mask=b["ch_mask"])
+        if key not in out:
+            raise KeyError(f"The model returns no {key!r} output; it returns {sorted(out)}.")
+        val = out[key]
+        parts.append([v.float().cpu().numpy() for v in val] if isinstance(val, list | tuple)
+                     else val.float().cpu().numpy())
+        ids.append(batch["index"].numpy())
+    if isinstance(parts[0], list):
+        merged = [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
+    else:
+        merged = np.concatenate(parts)
+    return merged, np.concatenate(ids)
+
+
+def finetuned_model(run_dir: str | Path) -> torch.nn.Module:
+    """The best fine-tuned checkpoint of one subject's run folder (``.../subjectS``)."""
+    from .training import build_model_from_checkpoint
+
+    run_dir = Path(run_dir)
+    top = {int(p.stem.removeprefix("epoch")): p for p in (run_dir / "top").glob("epoch*.pt")}
+    path = run_dir / "last.pt"
+    hist_path = run_dir / "history.csv"
+    if top and hist_path.exists():
+        hist = pd.read_csv(hist_path)
+        hist = hist[hist["epoch"].isin(top)]
+        if "val_acc" in hist and len(hist):
+            path = top[int(hist.loc[hist["val_acc"].idxmax(), "epoch"])]
+    if not path.exists():
+        raise FileNotFoundError(f"No checkpoint in {run_dir} (run the fine-tuning first).")
+    return build_model_from_checkpoint(path)
+
+
 def _probe_split(m: Method, store: WindowStore, sp: Split, state, vocab, variant: str,
-                 prof: Profile, n_classes: int, device: str, channels
+                 prof: Profile, n_classes: int, device: str, channels, mlp: bool = False
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from .evaluation.probes import linear_probe
+    from .evaluation.probes import linear_probe, mlp_probe
 
     model, _ = m.build_classifier(variant, prof.preset, store, vocab, n_classes, state)
     train_ids = np.concatenate([sp.train, sp.val])
     xtr, itr = extract_features(m, model, store, train_ids, vocab, device, channels)
     xte, ite = extract_features(m, model, store, sp.test, vocab, device, channels)
-    probs = linear_probe(xtr, store.labels[itr], xte, store.labels[ite])
-    probs = _full_proba(probs, store.labels[itr], n_classes)
+    probe = (mlp_probe if mlp else linear_probe)(xtr, store.labels[itr], xte)
+    probs = np.zeros((len(xte), n_classes))
+    probs[:, probe.classes.astype(int)] = probe.proba  # classes absent from training get 0
     return probs, store.labels[ite], ite
-
-
-def _full_proba(probs: np.ndarray, y_train: np.ndarray, n_classes: int) -> np.ndarray:
-    """Expand probabilities over the classes seen in training to all ``n_classes``."""
-    if probs.shape[1] == n_classes:
-        return probs
-    out = np.zeros((len(probs), n_classes))
-    out[:, np.unique(y_train)] = probs
-    return out
 
 
 # ============================================================================ ablations

@@ -14,6 +14,7 @@ References
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,8 +30,9 @@ def _to_numpy(a: Any) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)
 
 
-def class_attention(attention: Any, labels: Sequence[Any], layer: int = -1,
-                    symmetrize: bool = False) -> dict[Any, np.ndarray]:
+def class_attention(
+    attention: Any, labels: Sequence[Any], layer: int = -1, symmetrize: bool = False
+) -> dict[Any, np.ndarray]:
     """Mean attention matrix of each class, averaged over heads and windows.
 
     Parameters
@@ -51,19 +53,24 @@ def class_attention(attention: Any, labels: Sequence[Any], layer: int = -1,
     """
     if isinstance(attention, list | tuple):
         if not attention:
-            raise ValueError("class_attention: the attention list is empty (a model without "
-                             "GAT layers returns none).")
+            raise ValueError(
+                "class_attention: the attention list is empty (a model without "
+                "GAT layers returns none)."
+            )
         attention = attention[layer]
     a = _to_numpy(attention)
     if a.ndim == 4:
         a = a.mean(axis=1)  # (N, C, C), mean over heads
     if a.ndim != 3 or a.shape[1] != a.shape[2]:
-        raise ValueError(f"class_attention: expected attention of shape (N, heads, C, C) or "
-                         f"(N, C, C), got {a.shape}.")
+        raise ValueError(
+            f"class_attention: expected attention of shape (N, heads, C, C) or "
+            f"(N, C, C), got {a.shape}."
+        )
     labels = np.asarray(labels)
     if labels.shape != (a.shape[0],):
-        raise ValueError(f"class_attention: 'labels' must have shape ({a.shape[0]},), got "
-                         f"{labels.shape}.")
+        raise ValueError(
+            f"class_attention: 'labels' must have shape ({a.shape[0]},), got {labels.shape}."
+        )
     out = {}
     for c in np.unique(labels):
         m = a[labels == c].mean(axis=0)  # (C, C)
@@ -71,14 +78,16 @@ def class_attention(attention: Any, labels: Sequence[Any], layer: int = -1,
     return out
 
 
-def top_edges(matrix: np.ndarray, ch_names: Sequence[str], quantile: float = 0.85,
-              directed: bool = False) -> pd.DataFrame:
+def top_edges(
+    matrix: np.ndarray, ch_names: Sequence[str], quantile: float = 0.85, directed: bool = False
+) -> pd.DataFrame:
     """The strongest ``1 - quantile`` fraction of the edges of a connectivity matrix.
 
     Self loops are excluded. Undirected (default): the matrix is symmetrised
     (``(A + A.T) / 2``) and each unordered pair ``i < j`` is one candidate edge; directed: every
-    ordered pair ``i != j`` is one. An edge is kept when its weight is at least the
-    ``quantile``-quantile of the candidate weights (``numpy.quantile``, linear interpolation).
+    ordered pair ``i != j`` is one. The ``ceil((1 - quantile) * n)`` strongest of the ``n``
+    candidates are kept (for distinct weights: those above the ``quantile``-quantile); ties at
+    the cut are broken by channel order, so the count never depends on ties (e.g. many zeros).
 
     Parameters
     ----------
@@ -98,11 +107,14 @@ def top_edges(matrix: np.ndarray, ch_names: Sequence[str], quantile: float = 0.8
     a = _to_numpy(matrix)
     C = len(ch_names)
     if a.shape != (C, C):
-        raise ValueError(f"top_edges: expected a ({C}, {C}) matrix for {C} channel names, got "
-                         f"{a.shape}.")
+        raise ValueError(
+            f"top_edges: expected a ({C}, {C}) matrix for {C} channel names, got {a.shape}."
+        )
     if not 0.0 <= quantile < 1.0:
-        raise ValueError(f"Invalid value for the 'quantile' parameter: expected a value in "
-                         f"[0, 1), got {quantile!r}.")
+        raise ValueError(
+            f"Invalid value for the 'quantile' parameter: expected a value in "
+            f"[0, 1), got {quantile!r}."
+        )
     if directed:
         i, j = np.nonzero(~np.eye(C, dtype=bool))
     else:
@@ -111,11 +123,18 @@ def top_edges(matrix: np.ndarray, ch_names: Sequence[str], quantile: float = 0.8
     w = a[i, j]
     if w.size == 0:
         raise ValueError("top_edges: need at least 2 channels.")
-    keep = w >= np.quantile(w, quantile)
-    df = pd.DataFrame({"source": np.asarray(ch_names, dtype=object)[i[keep]],
-                       "target": np.asarray(ch_names, dtype=object)[j[keep]],
-                       "weight": w[keep], "source_idx": i[keep], "target_idx": j[keep]})
-    return df.sort_values("weight", ascending=False, kind="stable").reset_index(drop=True)
+    n_keep = max(1, math.ceil(round((1.0 - quantile) * w.size, 9)))
+    keep = np.argsort(-w, kind="stable")[:n_keep]  # strongest first, ties in channel order
+    names = np.asarray(ch_names, dtype=object)
+    return pd.DataFrame(
+        {
+            "source": names[i[keep]],
+            "target": names[j[keep]],
+            "weight": w[keep],
+            "source_idx": i[keep],
+            "target_idx": j[keep],
+        }
+    )
 
 
 def degree_centrality(edges: pd.DataFrame, ch_names: Sequence[str]) -> pd.DataFrame:
@@ -136,8 +155,9 @@ def degree_centrality(edges: pd.DataFrame, ch_names: Sequence[str]) -> pd.DataFr
         raise ValueError(f"degree_centrality: edge channels {unknown} are not in 'ch_names'.")
     deg = pd.concat([edges["source"], edges["target"]]).value_counts()
     degree = np.array([int(deg.get(n, 0)) for n in names])
-    return pd.DataFrame({"channel": names, "degree": degree,
-                         "centrality": degree / max(len(names) - 1, 1)})
+    return pd.DataFrame(
+        {"channel": names, "degree": degree, "centrality": degree / max(len(names) - 1, 1)}
+    )
 
 
 def key_channels(edges: pd.DataFrame, min_degree: int = 8) -> list[str]:

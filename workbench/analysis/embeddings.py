@@ -37,9 +37,14 @@ def _as_2d(X: np.ndarray) -> np.ndarray:
     return X
 
 
-def embed_2d(X: np.ndarray, method: str = "tsne", random_state: int = 42,
-             perplexity: float = 30.0, n_neighbors: int = 15, min_dist: float = 0.1
-             ) -> np.ndarray:
+def embed_2d(
+    X: np.ndarray,
+    method: str = "tsne",
+    random_state: int = 42,
+    perplexity: float = 30.0,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+) -> np.ndarray:
     """Map embeddings to 2-D for plotting.
 
     Parameters
@@ -65,14 +70,24 @@ def embed_2d(X: np.ndarray, method: str = "tsne", random_state: int = 42,
     if method == "tsne":
         p = min(perplexity, (n - 1) / 3)
         if p < perplexity:
-            logger.info("embed_2d: t-SNE perplexity lowered from %s to %.1f for %d samples.",
-                        perplexity, p, n)
+            logger.info(
+                "embed_2d: t-SNE perplexity lowered from %s to %.1f for %d samples.",
+                perplexity,
+                p,
+                n,
+            )
         tsne = TSNE(n_components=2, perplexity=p, init="pca", random_state=random_state)
         return tsne.fit_transform(X)
     import umap  # slow import (numba): only when asked for
 
-    reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist,
-                        random_state=random_state)
+    # n_jobs=1: a seeded UMAP is single-threaded anyway (and warns unless told so).
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=min(n_neighbors, n - 1),
+        min_dist=min_dist,
+        random_state=random_state,
+        n_jobs=1,
+    )
     return np.asarray(reducer.fit_transform(X), dtype=np.float64)
 
 
@@ -84,8 +99,9 @@ class KMeansAgreement(NamedTuple):
     nmi: float
 
 
-def kmeans_agreement(X: np.ndarray, y_true: np.ndarray, k: int | None = None,
-                     random_state: int = 42) -> KMeansAgreement:
+def kmeans_agreement(
+    X: np.ndarray, y_true: np.ndarray, k: int | None = None, random_state: int = 42
+) -> KMeansAgreement:
     """Cluster ``X`` with K-means and compare the clusters with ``y_true``.
 
     Parameters
@@ -108,12 +124,15 @@ def kmeans_agreement(X: np.ndarray, y_true: np.ndarray, k: int | None = None,
     X = _as_2d(X)
     y_true = np.asarray(y_true)
     if y_true.shape != (X.shape[0],):
-        raise ValueError(f"kmeans_agreement: 'y_true' must have shape ({X.shape[0]},), got "
-                         f"{y_true.shape}.")
+        raise ValueError(
+            f"kmeans_agreement: 'y_true' must have shape ({X.shape[0]},), got {y_true.shape}."
+        )
     k = len(np.unique(y_true)) if k is None else k
     if not 1 <= k <= X.shape[0]:
-        raise ValueError(f"Invalid value for the 'k' parameter: expected 1..{X.shape[0]}, "
-                         f"got {k}.")
+        raise ValueError(f"Invalid value for the 'k' parameter: expected 1..{X.shape[0]}, got {k}.")
     labels = KMeans(n_clusters=k, n_init=10, random_state=random_state).fit_predict(X)
-    return KMeansAgreement(labels=labels, ari=float(adjusted_rand_score(y_true, labels)),
-                           nmi=float(normalized_mutual_info_score(y_true, labels)))
+    return KMeansAgreement(
+        labels=labels,
+        ari=float(adjusted_rand_score(y_true, labels)),
+        nmi=float(normalized_mutual_info_score(y_true, labels)),
+    )

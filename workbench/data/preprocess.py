@@ -6,7 +6,8 @@ One recording goes through :func:`preprocess_recording`:
 2. channel types (EOG/ECG/misc kept out of the EEG picks; EEG channels without a 10-05
    position are set to ``misc``), montage from :func:`workbench.channels.make_montage`;
 3. bad EEG channels: flat (std below ``flat_std`` after band-pass) or of extreme variance
-   (robust z-score of log-std beyond ``bad_z``), interpolated (spherical splines);
+   (std more than ``bad_ratio`` times above or below the median), interpolated (spherical
+   splines);
 4. average reference; notch and band-pass filters;
 5. ICA (picard with extended infomax-equivalent settings by default, or extended infomax)
    fitted on a copy band-passed as ICLabel expects (1-100 Hz, capped below Nyquist); every
@@ -53,11 +54,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..channels import BIPOLAR_16, bipolar_derivation, channel_positions, make_montage
-from ..channels import normalize_channel_name
+from ..channels import (
+    BIPOLAR_16,
+    bipolar_derivation,
+    channel_positions,
+    make_montage,
+    normalize_channel_name,
+)
 from ..config import from_dict, to_dict
-from ..utils import (atomic_path, atomic_write_json, check_option, check_positive, file_digest,
-                     get_logger, stable_hash)
+from ..utils import (
+    atomic_path,
+    atomic_write_json,
+    check_option,
+    check_positive,
+    file_digest,
+    get_logger,
+    stable_hash,
+)
 from .recording import Recording
 from .store import WindowStore, WindowStoreWriter
 from .windowing import SCALINGS, make_windows, scale_windows
@@ -67,7 +80,6 @@ log = get_logger("preprocess")
 PIPELINE_VERSION = 1  # bump when a change alters the cleaned signals: invalidates caches
 ICLABEL_CLASSES = ("brain", "muscle artifact", "eye blink", "heart beat", "line noise",
                    "channel noise", "other")
-_LOG_SD_FLOOR = 0.2  # natural-log units: a homogeneous montage must not turn tiny MADs into bads
 # Fields that only shape windows: changing them reuses the cached cleaned recordings.
 WINDOW_FIELDS = ("name", "window_s", "overlap_s", "window_mode", "scale", "reject_ptp")
 
@@ -87,7 +99,7 @@ class PreprocessConfig:
     # bad channels
     detect_bads: bool = True
     flat_std: float = 1e-7       # V; std (after band-pass) below this = flat
-    bad_z: float = 5.0           # robust z-score of log-std beyond this = extreme variance
+    bad_ratio: float = 10.0      # std > ratio x median (or < median / ratio) = extreme variance
     max_bad_frac: float = 0.3    # more bad EEG channels than this fraction: error naming them
     interpolate: bool = True     # interpolate bads (spherical splines); else drop them
     # reference and filters
@@ -121,8 +133,11 @@ class PreprocessConfig:
             check_option("channel_types", t, ("eeg", "eog", "ecg", "emg", "misc", "stim"))
         for k in self.keep_classes:
             check_option("keep_classes", k, ICLABEL_CLASSES)
-        for name in ("flat_std", "bad_z", "window_s", "ica_max_iter", "ica_decim"):
+        for name in ("flat_std", "window_s", "ica_max_iter", "ica_decim"):
             check_positive(name, getattr(self, name))
+        if self.bad_ratio <= 1:
+            raise ValueError(f"Invalid value for the 'bad_ratio' parameter: expected > 1, got "
+                             f"{self.bad_ratio!r}.")
         check_positive("overlap_s", self.overlap_s, strict=False)
         for name in ("max_bad_frac", "exclude_threshold", "max_exclude_frac"):
             v = getattr(self, name)
@@ -232,6 +247,7 @@ class RecordingReport:
     seconds: float = 0.0
     from_cache: bool = False
     cache_key: str = ""
+    cache_item: int = 0  # index of this recording within its cache entry (a file -> several)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -264,13 +280,13 @@ def _clip_band(lo: float | None, hi: float | None, sfreq: float, notes: list[str
 
 
 def detect_bad_channels(data: np.ndarray, ch_names: list[str], *, flat_std: float = 1e-7,
-                        bad_z: float = 5.0) -> tuple[list[str], list[str]]:
+                        bad_ratio: float = 10.0) -> tuple[list[str], list[str]]:
     """Flat and extreme-variance channels of band-passed EEG ``data`` (C, T) in volts.
 
     A channel is flat when its std is below ``flat_std``; among the others, a channel is noisy
-    when the robust z-score of its log-std (median and 1.4826 x MAD across channels, the MAD
-    floored at 0.2 so a homogeneous montage does not flag small differences) exceeds ``bad_z``
-    in either direction.
+    when its std is more than ``bad_ratio`` times the median std of those channels, or less
+    than the median divided by ``bad_ratio``. The rule is deliberately coarse: occipital alpha
+    or frontal blinks raise a channel's std a few-fold, and must not make it "bad".
 
     Returns
     -------
@@ -282,11 +298,8 @@ def detect_bad_channels(data: np.ndarray, ch_names: list[str], *, flat_std: floa
     noisy: list[str] = []
     live = np.flatnonzero(~flat_mask)
     if len(live) >= 3:
-        ls = np.log(sd[live])
-        med = np.median(ls)
-        spread = max(1.4826 * np.median(np.abs(ls - med)), _LOG_SD_FLOOR)
-        z = (ls - med) / spread
-        noisy = [ch_names[live[i]] for i in np.flatnonzero(np.abs(z) > bad_z)]
+        dev = np.abs(np.log(sd[live] / np.median(sd[live])))
+        noisy = [ch_names[live[i]] for i in np.flatnonzero(dev > np.log(bad_ratio))]
     return flat, noisy
 
 
@@ -380,13 +393,16 @@ def _preprocess(rec: Recording, cfg: PreprocessConfig) -> tuple[Recording, Recor
         raw.set_montage(montage, verbose="error")
 
     # bad channels, on a band-passed copy (also the ICA fitting copy when ICA is on)
-    band = (tuple(cfg.ica_fit_band) if cfg.ica and cfg.ica_fit_band
-            else (cfg.l_freq or 1.0, cfg.h_freq))
-    band = _clip_band(*band, rec.sfreq, notes, "detection/ICA band")
-    det = raw.copy().filter(*band, verbose="error")
-    if cfg.detect_bads:
+    det, band = None, (None, None)
+    if cfg.detect_bads or cfg.ica:
+        band = (tuple(cfg.ica_fit_band) if cfg.ica and cfg.ica_fit_band
+                else (cfg.l_freq or 1.0, cfg.h_freq))
+        band = _clip_band(*band, rec.sfreq, notes, "detection/ICA band")
+        det = raw.copy().filter(*band, verbose="error")
+    copies = [raw] if det is None else [raw, det]
+    if det is not None and cfg.detect_bads:
         rep.flat_channels, rep.noisy_channels = detect_bad_channels(
-            det.get_data(), eeg, flat_std=cfg.flat_std, bad_z=cfg.bad_z)
+            det.get_data(), eeg, flat_std=cfg.flat_std, bad_ratio=cfg.bad_ratio)
         bads = [n for n in eeg if n in set(rep.flat_channels) | set(rep.noisy_channels)]
         if len(bads) > cfg.max_bad_frac * len(eeg):
             raise ValueError(f"{src}: {len(bads)} of {len(eeg)} EEG channels are bad (flat: "
@@ -396,18 +412,18 @@ def _preprocess(rec: Recording, cfg: PreprocessConfig) -> tuple[Recording, Recor
     n_rank = len(eeg)
     if rep.bad_channels:
         if cfg.interpolate and cfg.montage is not None:
-            for r in (raw, det):  # spatial ops commute with filtering: same matrix on both
+            for r in copies:  # spatial ops commute with filtering: same matrix on both
                 r.info["bads"] = list(rep.bad_channels)
                 r.interpolate_bads(reset_bads=True, origin="auto", verbose="error")
             rep.bad_action = "interpolated"
             n_rank -= len(rep.bad_channels)
         else:
-            raw.drop_channels(rep.bad_channels)
-            det.drop_channels(rep.bad_channels)
+            for r in copies:
+                r.drop_channels(rep.bad_channels)
             rep.bad_action = "dropped"
             n_rank -= len(rep.bad_channels)
     if cfg.reference == "average":
-        for r in (raw, det):
+        for r in copies:
             r.set_eeg_reference("average", projection=False, verbose="error")
         n_rank -= 1
 
@@ -611,6 +627,7 @@ def _run_job(job: _Job, cfg: PreprocessConfig, cache_dir: str | None
                              "error": f"{type(e).__name__}: {e}"})
             continue
         rep.cache_key = job.hash
+        rep.cache_item = len(items)
         items.append((clean, rep.to_dict()))
         icas.append(ica)
     if cdir is not None and not failures and items:
@@ -649,9 +666,7 @@ class PipelineResult:
         rows = self.reports[self.reports["key"] == key]
         if rows.empty:
             raise KeyError(f"No cleaned recording {key!r}; known: {self.reports['key'].tolist()}.")
-        h = rows["cache_key"].iloc[0]
-        same = self.reports[self.reports["cache_key"] == h]["key"].tolist()
-        return h, same.index(key)
+        return str(rows["cache_key"].iloc[0]), int(rows["cache_item"].iloc[0])
 
     def cleaned(self, key: str) -> Recording:
         """The cleaned continuous recording ``key`` (from memory or the cache)."""

@@ -81,7 +81,7 @@ SYNTHETIC_DATASETS: dict[str, SyntheticDataset] = {
     "syn_deap": SyntheticDataset("syn_deap", DEAP_32, 128.0, ("low valence", "high valence"),
                                  effect_scale=0.7),
     "syn_dreamer": SyntheticDataset("syn_dreamer", DREAMER_14, 128.0,
-                                    ("low valence", "high valence"), effect_scale=0.7),
+                                    ("low valence", "high valence"), effect_scale=0.55),
 }
 """The synthetic layouts; their channel union is :data:`workbench.channels.SEED_62`."""
 
@@ -95,17 +95,18 @@ class SignalModel:
     """
 
     background_uv: float = 15.0      # RMS of the pink background at a typical channel
-    pink_exponent: tuple[float, float] = (1.0, 1.8)  # per-subject range of beta in 1/f^beta
+    pink_exponent: tuple[float, float] = (1.2, 1.7)  # per-subject range of beta in 1/f^beta
+    subject_scale_sd: float = 0.3    # log-normal spread of the overall amplitude across subjects
     n_background: int = 32           # background dipoles
     alpha_uv: float = 10.0           # alpha rhythm source amplitude (std)
     theta_uv: float = 5.0
     beta_uv: float = 4.0
     effect_snr: float = 0.6          # effect-source std / background std in its band
-    class_strength: float = 0.45     # log-amplitude change per unit of the class pattern
-    subject_strength_sd: float = 0.3  # log-normal spread of the strength across subjects
-    shared_pattern: float = 0.85     # weight of the dataset-wide pattern (rest: per subject)
+    class_strength: float = 0.7      # log-amplitude change per unit of the class pattern
+    subject_strength_sd: float = 0.25  # log-normal spread of the strength across subjects
+    shared_pattern: float = 0.6      # weight of the dataset-wide pattern (rest: per subject)
     band_swap_prob: float = 0.3      # chance that a subject expresses an effect in another band
-    position_jitter: float = 0.12    # per-subject dipole displacement (head radius = 1)
+    position_jitter: float = 0.1     # per-subject dipole displacement (head radius = 1)
     trial_jitter: float = 0.2        # log-amplitude noise of each effect per trial
     session_gain_sd: float = 0.05    # per-channel gain change between sessions
     drift_uv: float = 5.0
@@ -114,7 +115,7 @@ class SignalModel:
     blink_rate: tuple[float, float] = (0.15, 0.4)
     muscle_uv: float = 15.0
     muscle_rate: tuple[float, float] = (0.05, 0.15)
-    line_uv: float = 2.0
+    line_uv: float = 3.0
     line_freq: float = 50.0
 
 
@@ -136,6 +137,7 @@ _BANDS: dict[str, tuple[float, float, tuple[float, float]]] = {
     "gamma": (38.0, 3.0, (31.0, 49.0)),
 }
 _GAP_S = 1.0   # silence between trials, and before the first / after the last
+_N_DRIFT = 8   # slow sources behind the electrode drifts
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -152,6 +154,11 @@ def _head_sphere() -> tuple[np.ndarray, float]:
 
 def _unit_positions(names: Sequence[str]) -> np.ndarray:
     """Electrode positions in head-radius units around the fitted centre, shape (C, 3)."""
+    return _unit_positions_cached(tuple(names)).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _unit_positions_cached(names: tuple[str, ...]) -> np.ndarray:
     centre, radius = _head_sphere()
     return (channel_positions(names) - centre) / radius
 
@@ -202,10 +209,12 @@ def _colored(rng: np.random.Generator, shapes: np.ndarray, n: int) -> np.ndarray
 
     ``shapes`` is sampled at ``rfftfreq(_fft_len(n))``; the noise is cut to ``n`` samples.
     """
-    shape = shapes.shape
-    spec = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
-    x = sp_fft.irfft(spec * shapes, n=_fft_len(n), axis=-1)[:, :n]
-    return x / np.maximum(x.std(axis=-1, keepdims=True), np.finfo(float).tiny)
+    spec = np.empty(shapes.shape, np.complex64)  # float32 throughout: speed, not precision
+    spec.real = rng.standard_normal(shapes.shape, dtype=np.float32)
+    spec.imag = rng.standard_normal(shapes.shape, dtype=np.float32)
+    spec *= shapes
+    x = sp_fft.irfft(spec, n=_fft_len(n), axis=-1)[:, :n]
+    return x / np.maximum(x.std(axis=-1, keepdims=True), np.finfo(np.float32).tiny)
 
 
 def _pink_shape(freqs: np.ndarray, exponent: float) -> np.ndarray:
@@ -266,7 +275,7 @@ def _subject_params(spec: SyntheticDataset, subject: int, seed: int, model: Sign
                         "pattern": pat.tolist()})
     return {
         "subject": subject,
-        "scale": float(rng.lognormal(0.0, 0.2)),
+        "scale": float(rng.lognormal(0.0, model.subject_scale_sd)),
         "pink_exponent": float(rng.uniform(*model.pink_exponent)),
         "iaf": iaf,
         "strength": float(model.class_strength * spec.effect_scale
@@ -301,7 +310,7 @@ def _make_recording(spec: SyntheticDataset, subject: int, session: int, *, seed:
     n_trials = len(labels)
     onsets = _GAP_S + np.arange(n_trials) * (trial_s + _GAP_S)
     n = int(round((onsets[-1] + trial_s + _GAP_S) * fs))
-    freqs = np.fft.rfftfreq(_fft_len(n), 1 / fs)
+    freqs = np.fft.rfftfreq(_fft_len(n), 1 / fs).astype(np.float32)
     elec = _unit_positions(spec.ch_names)
     C = spec.n_channels
 
@@ -333,33 +342,31 @@ def _make_recording(spec: SyntheticDataset, subject: int, session: int, *, seed:
                     *_BANDS[e["band"]][2])) for e in eff])
     strength = params["strength"] * rng.lognormal(0.0, 0.1)      # session variation
     pattern = np.array([e["pattern"] for e in eff])              # (E, K)
-    log_gain = np.zeros((len(eff), n))
+    log_gain = np.zeros((len(eff), n), np.float32)
     for onset, lab in zip(onsets, labels):
         a = int(round(onset * fs))
         b = a + int(round(trial_s * fs))
         log_gain[:, a:b] = (strength * pattern[:, lab]
                             + rng.normal(0.0, model.trial_jitter, len(eff)))[:, None]
     log_gain = uniform_filter1d(log_gain, size=max(1, int(0.2 * fs)), axis=-1)  # 0.2 s ramps
-    s_eff *= amp[:, None] * np.exp(log_gain)
+    s_eff *= (amp[:, None] * np.exp(log_gain)).astype(np.float32)
+
+    # electrode drifts (< 0.5 Hz): each channel a random mixture of a few slow sources
+    drift_shape = np.where((freqs > 0) & (freqs < 0.5), 1 / np.maximum(freqs, 0.02), 0.0)
+    s_drift = _colored(rng, np.broadcast_to(drift_shape, (_N_DRIFT, len(freqs))), n)
+    drift_mix = rng.standard_normal((C, _N_DRIFT)) * model.drift_uv * uv / np.sqrt(_N_DRIFT)
 
     lead = np.concatenate([
         _dipole_field(elec, bg_pos, bg_ori),
         _dipole_field(elec, r_pos, r_ori),
         _dipole_field(elec, np.array([e["pos"] for e in eff]), np.array([e["ori"] for e in eff])),
-    ], axis=1)  # (C, S)
-    data = lead @ np.concatenate([s_bg, s_rh, s_eff])  # (C, T)
+        drift_mix,
+    ], axis=1).astype(np.float32)  # (C, S)
+    data = lead @ np.concatenate([s_bg, s_rh, s_eff, s_drift])  # (C, T)
 
-    # per-channel drift (< 0.5 Hz, drawn at 2 Hz and interpolated), sensor noise, session gains
-    n_slow = int(np.ceil(n / fs * 2)) + 2
-    f_slow = np.fft.rfftfreq(_fft_len(n_slow), 0.5)
-    drift_shape = np.where((f_slow > 0) & (f_slow < 0.5), 1 / np.maximum(f_slow, 0.02), 0.0)
-    drift = _colored(rng, np.broadcast_to(drift_shape, (C, len(f_slow))), n_slow)  # (C, n_slow)
-    pos = np.arange(n) / fs * 2
-    i0 = pos.astype(int)
-    frac = pos - i0
-    data += model.drift_uv * uv * (drift[:, i0] * (1 - frac) + drift[:, i0 + 1] * frac)
-    data += model.sensor_noise_uv * uv * rng.standard_normal((C, n))
-    data *= (1 + model.session_gain_sd * rng.standard_normal(C))[:, None]
+    # sensor noise and session-specific channel gains
+    data += np.float32(model.sensor_noise_uv * uv) * rng.standard_normal((C, n), np.float32)
+    data *= (1 + model.session_gain_sd * rng.standard_normal(C)).astype(np.float32)[:, None]
 
     meta_art: dict = {}
     if artifacts:
@@ -404,7 +411,7 @@ def _artifacts(rng: np.random.Generator, elec: np.ndarray, n: int, fs: float,
     # a_c sin(wt + p_c) = a_c cos(p_c) sin(wt) + a_c sin(p_c) cos(wt)
     wt = 2 * np.pi * model.line_freq * np.arange(n) / fs
     phase = rng.uniform(0, 2 * np.pi) + rng.normal(0.0, 0.3, len(elec))
-    line_amp = model.line_uv * uv * rng.uniform(0.3, 1.5, len(elec))
+    line_amp = model.line_uv * uv * rng.uniform(0.5, 1.5, len(elec))
     mix = np.c_[blink_topo, muscle_topo, line_amp * np.cos(phase), line_amp * np.sin(phase)]
     art = mix @ np.stack([blink, muscle[0], muscle[1], np.sin(wt), np.cos(wt)])  # (C, T)
     return art, {"n_blinks": n_blinks, "n_muscle_bursts": k_l + k_r}

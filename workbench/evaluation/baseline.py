@@ -29,13 +29,13 @@ import pandas as pd
 from scipy import signal
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from ..data.splits import Split, leave_one_subject_out, within_subject_split
 from ..utils import check_option
+from .metrics import classification_metrics
 
 logger = logging.getLogger("workbench")
 
@@ -207,13 +207,6 @@ def _prepare(X: np.ndarray, index: pd.DataFrame, sfreq: float, kind: str, bands,
         raise ValueError(f"Invalid value for the 'X' parameter: expected windows (N, C, T) or "
                          f"features (N, D), got shape {X.shape}.")
     return feats, index.reset_index(drop=True), int(n_times)
-
-
-def classification_metrics(y_true: np.ndarray, y_prob: np.ndarray, labels: list) -> dict:
-    """Accuracy and balanced accuracy of the arg-max of ``y_prob`` (N, n_labels)."""
-    y_pred = np.asarray(labels)[np.argmax(y_prob, axis=1)]
-    return {"accuracy": float(accuracy_score(y_true, y_pred)),
-            "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred))}
 
 
 def _evaluate(feats: np.ndarray, y: np.ndarray, split: Split, labels: list, model_kw: dict,

@@ -82,8 +82,13 @@ class Method:
 
     # ------------------------------------------------------------------ features
     @torch.no_grad()
+    def pretrain_features(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-window representations (B, F) of the *pre-training* model (embedding plots)."""
+        return self.features(model, batch)
+
+    @torch.no_grad()
     def features(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per-window feature vectors (B, F) for embeddings plots and probes."""
+        """Per-window feature vectors (B, F) of the downstream model, for probes."""
         out = model(batch["x"], ch_ids=batch.get("ch_ids"), rate_id=batch.get("rate_id"),
                     ch_mask=batch.get("ch_mask"))
         return out["embedding"]

@@ -94,6 +94,19 @@ class OMFA(Method):
                            num_workers=profile.num_workers)
 
     @torch.no_grad()
+    def pretrain_features(self, model, batch):
+        """The univariate ART encoder over every channel of each window, channel embeddings
+        concatenated: (B, C * d)."""
+        x = batch["x"]  # (B, C, T)
+        b, c, t = x.shape
+        ids = batch.get("ch_ids")
+        rate = batch.get("rate_id")
+        out = model(x.reshape(b * c, 1, t),  # (B*C, 1, T)
+                    ch_ids=None if ids is None else ids.reshape(b * c, 1),
+                    rate_id=None if rate is None else rate.repeat_interleave(c))
+        return out["embedding"].reshape(b, -1)  # (B, C * d)
+
+    @torch.no_grad()
     def features(self, model, batch):
         out = model(batch["x"], ch_ids=batch.get("ch_ids"), rate_id=batch.get("rate_id"),
                     ch_mask=batch.get("ch_mask"))

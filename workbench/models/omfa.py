@@ -34,24 +34,75 @@ from workbench.utils import check_option
 logger = logging.getLogger("workbench")
 
 __all__ = [
-    "ARTEncoder", "OMFAClassifier", "OMFA_VARIANTS", "ENCODER_FIELDS", "create_variant",
-    "encoder_parameter_names", "param_groups", "load_pretrained_encoder",
+    "ARTEncoder",
+    "OMFAClassifier",
+    "OMFA_VARIANTS",
+    "ENCODER_FIELDS",
+    "create_variant",
+    "encoder_parameter_names",
+    "param_groups",
+    "load_pretrained_encoder",
 ]
 
 # ----------------------------------------------------------------------------- presets
-_ART_PAPER: dict[str, Any] = dict(d_model=128, n_tokens=16, n_layers=3, n_heads=8, ffn_dim=256,
-                                  dropout=0.1, conv_channels=(32, 64, 128), kernels=(7, 5, 3))
-_ART_TINY: dict[str, Any] = dict(d_model=32, n_tokens=16, n_layers=2, n_heads=4, ffn_dim=64,
-                                 dropout=0.1, conv_channels=(8, 16, 16), kernels=(7, 5, 3))
-_CLS_PAPER: dict[str, Any] = dict(_ART_PAPER, d_hidden=256, graph_layers=2, graph_heads=4,
-                                  cls_layers=2, cls_heads=4, cls_ffn=512, head_dropout=0.5)
-_CLS_TINY: dict[str, Any] = dict(_ART_TINY, d_hidden=32, graph_layers=2, graph_heads=4,
-                                 cls_layers=2, cls_heads=4, cls_ffn=64, head_dropout=0.5)
+_ART_PAPER: dict[str, Any] = dict(
+    d_model=128,
+    n_tokens=16,
+    n_layers=3,
+    n_heads=8,
+    ffn_dim=256,
+    dropout=0.1,
+    conv_channels=(32, 64, 128),
+    kernels=(7, 5, 3),
+)
+_ART_TINY: dict[str, Any] = dict(
+    d_model=32,
+    n_tokens=16,
+    n_layers=2,
+    n_heads=4,
+    ffn_dim=64,
+    dropout=0.1,
+    conv_channels=(8, 16, 16),
+    kernels=(7, 5, 3),
+)
+_CLS_PAPER: dict[str, Any] = dict(
+    _ART_PAPER,
+    d_hidden=256,
+    graph_layers=2,
+    graph_heads=4,
+    cls_layers=2,
+    cls_heads=4,
+    cls_ffn=512,
+    head_dropout=0.5,
+)
+_CLS_TINY: dict[str, Any] = dict(
+    _ART_TINY,
+    d_hidden=32,
+    graph_layers=2,
+    graph_heads=4,
+    cls_layers=2,
+    cls_heads=4,
+    cls_ffn=64,
+    head_dropout=0.5,
+)
 
 ENCODER_FIELDS: tuple[str, ...] = (
-    "d_model", "n_tokens", "n_layers", "n_heads", "ffn_dim", "dropout", "tokenizer",
-    "conv_channels", "kernels", "norm", "patch_size", "remainder", "max_tokens", "n_channels",
-    "n_rates", "input_scale",
+    "d_model",
+    "n_tokens",
+    "n_layers",
+    "n_heads",
+    "ffn_dim",
+    "dropout",
+    "tokenizer",
+    "conv_channels",
+    "kernels",
+    "norm",
+    "patch_size",
+    "remainder",
+    "max_tokens",
+    "n_channels",
+    "n_rates",
+    "input_scale",
 )
 """Constructor arguments shared by ``art_encoder`` and ``omfa_classifier`` (same meaning): an
 encoder pre-trained with some values loads into a classifier built with the same values."""
@@ -60,13 +111,16 @@ encoder pre-trained with some values loads into a classifier built with the same
 def _check_ids(name: str, ids: torch.Tensor, n: int, size: int) -> torch.Tensor:
     ids = ids.reshape(-1)
     if ids.numel() != n:
-        raise ValueError(f"Invalid '{name}': expected {n} ids (one per channel), got shape "
-                         f"{tuple(ids.shape)}.")
+        raise ValueError(
+            f"Invalid '{name}': expected {n} ids (one per channel), got shape {tuple(ids.shape)}."
+        )
     # Range check on CPU only: on CUDA it would synchronise every step (the embedding asserts).
     if ids.device.type == "cpu" and n and (int(ids.min()) < 0 or int(ids.max()) >= size):
-        raise ValueError(f"Invalid '{name}': ids must lie in [0, {size}), got min "
-                         f"{int(ids.min())}, max {int(ids.max())}; enlarge the vocabulary size "
-                         f"('n_channels' / 'n_rates').")
+        raise ValueError(
+            f"Invalid '{name}': ids must lie in [0, {size}), got min "
+            f"{int(ids.min())}, max {int(ids.max())}; enlarge the vocabulary size "
+            f"('n_channels' / 'n_rates')."
+        )
     return ids
 
 
@@ -121,19 +175,33 @@ class ARTEncoder(nn.Module):
     .. [1] "One Model for All", Section III-D1.
     """
 
-    def __init__(self, d_model: int = 128, n_tokens: int = 16, n_layers: int = 3,
-                 n_heads: int = 8, ffn_dim: int = 256, dropout: float = 0.1,
-                 tokenizer: str = "adaptive", conv_channels: Sequence[int] = (32, 64, 128),
-                 kernels: Sequence[int] = (7, 5, 3), norm: str = "group", patch_size: int = 16,
-                 remainder: str = "pad", max_tokens: int = 128, n_channels: int = 62,
-                 n_rates: int = len(SAMPLING_RATES), input_scale: float = 1.0):
+    def __init__(
+        self,
+        d_model: int = 128,
+        n_tokens: int = 16,
+        n_layers: int = 3,
+        n_heads: int = 8,
+        ffn_dim: int = 256,
+        dropout: float = 0.1,
+        tokenizer: str = "adaptive",
+        conv_channels: Sequence[int] = (32, 64, 128),
+        kernels: Sequence[int] = (7, 5, 3),
+        norm: str = "group",
+        patch_size: int = 16,
+        remainder: str = "pad",
+        max_tokens: int = 128,
+        n_channels: int = 62,
+        n_rates: int = len(SAMPLING_RATES),
+        input_scale: float = 1.0,
+    ):
         super().__init__()
         check_option("tokenizer", tokenizer, ["adaptive", "fixed"])
         self.config = {k: v for k, v in locals().items() if k in ENCODER_FIELDS}
         self.d_model, self.input_scale = d_model, input_scale
         if tokenizer == "adaptive":
-            self.tokenizer: nn.Module = AdaptiveTokenizer(d_model, n_tokens, conv_channels,
-                                                          kernels, norm)
+            self.tokenizer: nn.Module = AdaptiveTokenizer(
+                d_model, n_tokens, conv_channels, kernels, norm
+            )
             n_pos = n_tokens
         else:
             self.tokenizer = FixedPatchTokenizer(d_model, patch_size, remainder)
@@ -143,12 +211,23 @@ class ARTEncoder(nn.Module):
         self.rate_embed = nn.Embedding(n_rates, d_model)  # E_rate
         for t in (self.pos_embed, self.chan_embed.weight, self.rate_embed.weight):
             nn.init.normal_(t, std=0.02)
-        layer = nn.TransformerEncoderLayer(d_model, n_heads, ffn_dim, dropout, activation="gelu",
-                                           batch_first=True, norm_first=False)
+        layer = nn.TransformerEncoderLayer(
+            d_model,
+            n_heads,
+            ffn_dim,
+            dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=False,
+        )
         self.transformer = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
 
-    def embed_tokens(self, x: torch.Tensor, ch_ids: torch.Tensor | None = None,
-                     rate_id: torch.Tensor | None = None) -> torch.Tensor:
+    def embed_tokens(
+        self,
+        x: torch.Tensor,
+        ch_ids: torch.Tensor | None = None,
+        rate_id: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The Transformer input ``x_in`` (N, n, d_model) for ``x`` (N, T)."""
         N, T = x.shape
         if self.input_scale != 1.0:
@@ -156,8 +235,10 @@ class ARTEncoder(nn.Module):
         tok = self.tokenizer(x)  # (N, n, d)
         n = tok.shape[1]
         if n > self.pos_embed.shape[0]:
-            raise ValueError(f"ARTEncoder: a window of T={T} samples gives {n} tokens but "
-                             f"E_pos has {self.pos_embed.shape[0]} rows; raise 'max_tokens'.")
+            raise ValueError(
+                f"ARTEncoder: a window of T={T} samples gives {n} tokens but "
+                f"E_pos has {self.pos_embed.shape[0]} rows; raise 'max_tokens'."
+            )
         tok = tok + self.pos_embed[:n]
         if ch_ids is not None:
             ids = _check_ids("ch_ids", ch_ids, N, self.chan_embed.num_embeddings)
@@ -167,18 +248,25 @@ class ARTEncoder(nn.Module):
             tok = tok + self.rate_embed(ids)[:, None, :]
         return tok
 
-    def forward(self, x: torch.Tensor, ch_ids: torch.Tensor | None = None,
-                rate_id: torch.Tensor | None = None,
-                ch_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        ch_ids: torch.Tensor | None = None,
+        rate_id: torch.Tensor | None = None,
+        ch_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         if x.dim() == 3:
             if x.shape[1] != 1:
-                raise ValueError(f"ARTEncoder takes single channels: expected x of shape (N, T) "
-                                 f"or (N, 1, T), got {tuple(x.shape)}; use 'omfa_classifier' "
-                                 "for multichannel windows.")
+                raise ValueError(
+                    f"ARTEncoder takes single channels: expected x of shape (N, T) "
+                    f"or (N, 1, T), got {tuple(x.shape)}; use 'omfa_classifier' "
+                    "for multichannel windows."
+                )
             x = x[:, 0]  # (N, T)
         elif x.dim() != 2:
-            raise ValueError(f"ARTEncoder: expected x of shape (N, T) or (N, 1, T), got "
-                             f"{tuple(x.shape)}.")
+            raise ValueError(
+                f"ARTEncoder: expected x of shape (N, T) or (N, 1, T), got {tuple(x.shape)}."
+            )
         tok = self.transformer(self.embed_tokens(x, ch_ids, rate_id))  # (N, n, d)
         return {"tokens": tok, "embedding": tok.mean(dim=1)}
 
@@ -228,47 +316,87 @@ class OMFAClassifier(nn.Module):
     .. [1] "One Model for All", Section III-D2, equations (1)-(7).
     """
 
-    def __init__(self, n_outputs: int = 3, d_hidden: int = 256, graph: str = "gat",
-                 graph_layers: int = 2, graph_heads: int = 4, graph_dropout: float = 0.0,
-                 cls_layers: int = 2, cls_heads: int = 4, cls_ffn: int = 512,
-                 cls_dropout: float = 0.1, head_dropout: float = 0.5, **encoder_fields: Any):
+    def __init__(
+        self,
+        n_outputs: int = 3,
+        d_hidden: int = 256,
+        graph: str = "gat",
+        graph_layers: int = 2,
+        graph_heads: int = 4,
+        graph_dropout: float = 0.0,
+        cls_layers: int = 2,
+        cls_heads: int = 4,
+        cls_ffn: int = 512,
+        cls_dropout: float = 0.1,
+        head_dropout: float = 0.5,
+        **encoder_fields: Any,
+    ):
         super().__init__()
         check_option("graph", graph, ["gat", "gcn", "none"])
         unknown = sorted(set(encoder_fields) - set(ENCODER_FIELDS))
         if unknown:
-            raise TypeError(f"OMFAClassifier got unknown argument(s) {unknown}; encoder "
-                            f"arguments are {list(ENCODER_FIELDS)}.")
+            raise TypeError(
+                f"OMFAClassifier got unknown argument(s) {unknown}; encoder "
+                f"arguments are {list(ENCODER_FIELDS)}."
+            )
         self.graph = graph
         self.encoder = ARTEncoder(**encoder_fields)
         self.proj = nn.Linear(self.encoder.d_model, d_hidden)
         if graph == "gat":
             self.graph_layers = nn.ModuleList(
-                GATLayer(d_hidden, d_hidden, graph_heads, concat=True, dropout=graph_dropout,
-                         activation="elu") for _ in range(graph_layers))
+                GATLayer(
+                    d_hidden,
+                    d_hidden,
+                    graph_heads,
+                    concat=True,
+                    dropout=graph_dropout,
+                    activation="elu",
+                )
+                for _ in range(graph_layers)
+            )
         elif graph == "gcn":
             self.graph_layers = nn.ModuleList(
-                GCNLayer(d_hidden, d_hidden, activation="elu") for _ in range(graph_layers))
+                GCNLayer(d_hidden, d_hidden, activation="elu") for _ in range(graph_layers)
+            )
         else:
             self.graph_layers = nn.ModuleList()
-        layer = nn.TransformerEncoderLayer(d_hidden, cls_heads, cls_ffn, cls_dropout,
-                                           activation="gelu", batch_first=True, norm_first=False)
-        self.channel_transformer = nn.TransformerEncoder(layer, cls_layers,
-                                                         enable_nested_tensor=False)
+        layer = nn.TransformerEncoderLayer(
+            d_hidden,
+            cls_heads,
+            cls_ffn,
+            cls_dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=False,
+        )
+        self.channel_transformer = nn.TransformerEncoder(
+            layer, cls_layers, enable_nested_tensor=False
+        )
         self.head_drop = nn.Dropout(head_dropout)
         self.head = nn.Linear(d_hidden, n_outputs)
 
-    def forward(self, x: torch.Tensor, ch_ids: torch.Tensor | None = None,
-                rate_id: torch.Tensor | None = None,
-                ch_mask: torch.Tensor | None = None) -> dict[str, Any]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        ch_ids: torch.Tensor | None = None,
+        rate_id: torch.Tensor | None = None,
+        ch_mask: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
         if x.dim() != 3:
-            raise ValueError(f"OMFAClassifier: expected x of shape (B, C, T), got "
-                             f"{tuple(x.shape)}.")
+            raise ValueError(
+                f"OMFAClassifier: expected x of shape (B, C, T), got {tuple(x.shape)}."
+            )
         B, C, T = x.shape
-        for name, t, shape in (("ch_ids", ch_ids, (B, C)), ("ch_mask", ch_mask, (B, C)),
-                               ("rate_id", rate_id, (B,))):
+        for name, t, shape in (
+            ("ch_ids", ch_ids, (B, C)),
+            ("ch_mask", ch_mask, (B, C)),
+            ("rate_id", rate_id, (B,)),
+        ):
             if t is not None and tuple(t.shape) != shape:
-                raise ValueError(f"OMFAClassifier: expected '{name}' of shape {shape} for x of "
-                                 f"shape {tuple(x.shape)}, got {tuple(t.shape)}.")
+                raise ValueError(
+                    f"OMFAClassifier: expected '{name}' of shape {shape} for x of "
+                    f"shape {tuple(x.shape)}, got {tuple(t.shape)}."
+                )
         x_flat = x.reshape(B * C, T)  # (B*C, T): every channel is one encoder row
         ids = ch_ids.reshape(B * C) if ch_ids is not None else None
         rates = rate_id.repeat_interleave(C) if rate_id is not None else None  # (B*C,)
@@ -277,13 +405,18 @@ class OMFAClassifier(nn.Module):
         else:
             ch_mask = ch_mask.to(torch.bool)
             if bool((ch_mask.sum(1) == 0).any()):
-                raise ValueError("OMFAClassifier: a window in the batch has no real channel "
-                                 "(its 'ch_mask' row is all False).")
+                raise ValueError(
+                    "OMFAClassifier: a window in the batch has no real channel "
+                    "(its 'ch_mask' row is all False)."
+                )
             keep = ch_mask.reshape(B * C)
             # Only the real channels go through the encoder (one call); padding rows stay zero
             # and never touch the encoder (nor its BatchNorm statistics, if any).
-            enc = self.encoder(x_flat[keep], None if ids is None else ids[keep],
-                               None if rates is None else rates[keep])["embedding"]
+            enc = self.encoder(
+                x_flat[keep],
+                None if ids is None else ids[keep],
+                None if rates is None else rates[keep],
+            )["embedding"]
             emb = enc.new_zeros(B * C, enc.shape[-1]).index_put((keep,), enc)  # (B*C, d)
         h = self.proj(emb.view(B, C, -1))  # (B, C, d_hidden)
         attention = []
@@ -304,32 +437,50 @@ class OMFAClassifier(nn.Module):
 
 # ----------------------------------------------------------------------------- variants
 OMFA_VARIANTS: dict[str, dict[str, Any]] = {
-    "art_gat": {"classifier": {"graph": "gat", "tokenizer": "adaptive"},
-                "encoder": {"tokenizer": "adaptive"}, "pretrained": True,
-                "description": "Pre-trained ART encoder + GAT (the full model)."},
-    "nograph": {"classifier": {"graph": "none", "tokenizer": "adaptive"},
-                "encoder": {"tokenizer": "adaptive"}, "pretrained": True,
-                "description": "Ablation NoGraph: the GAT layers removed."},
-    "gcn": {"classifier": {"graph": "gcn", "tokenizer": "adaptive"},
-            "encoder": {"tokenizer": "adaptive"}, "pretrained": True,
-            "description": "Ablation GCN: a static fully connected GCN instead of the GAT."},
-    "fixed_patch": {"classifier": {"graph": "gat", "tokenizer": "fixed"},
-                    "encoder": {"tokenizer": "fixed"}, "pretrained": True,
-                    "description": "Ablation Fixed-Patch Enc.: 16-sample patches instead of the "
-                                   "adaptive tokenizer (pre-train an encoder with the same "
-                                   "'encoder' overrides)."},
-    "scratch": {"classifier": {"graph": "gat", "tokenizer": "adaptive"},
-                "encoder": {"tokenizer": "adaptive"}, "pretrained": False,
-                "description": "Baseline From Scratch: the full architecture, random init."},
+    "art_gat": {
+        "classifier": {"graph": "gat", "tokenizer": "adaptive"},
+        "encoder": {"tokenizer": "adaptive"},
+        "pretrained": True,
+        "description": "Pre-trained ART encoder + GAT (the full model).",
+    },
+    "nograph": {
+        "classifier": {"graph": "none", "tokenizer": "adaptive"},
+        "encoder": {"tokenizer": "adaptive"},
+        "pretrained": True,
+        "description": "Ablation NoGraph: the GAT layers removed.",
+    },
+    "gcn": {
+        "classifier": {"graph": "gcn", "tokenizer": "adaptive"},
+        "encoder": {"tokenizer": "adaptive"},
+        "pretrained": True,
+        "description": "Ablation GCN: a static fully connected GCN instead of the GAT.",
+    },
+    "fixed_patch": {
+        "classifier": {"graph": "gat", "tokenizer": "fixed"},
+        "encoder": {"tokenizer": "fixed"},
+        "pretrained": True,
+        "description": "Ablation Fixed-Patch Enc.: 16-sample patches instead of the "
+        "adaptive tokenizer (pre-train an encoder with the same "
+        "'encoder' overrides).",
+    },
+    "scratch": {
+        "classifier": {"graph": "gat", "tokenizer": "adaptive"},
+        "encoder": {"tokenizer": "adaptive"},
+        "pretrained": False,
+        "description": "Baseline From Scratch: the full architecture, random init.",
+    },
 }
 """The paper's model and ablations. ``classifier``: overrides for ``omfa_classifier``;
 ``encoder``: overrides for the ``art_encoder`` to pre-train for it; ``pretrained``: whether the
 classifier's encoder is initialised from that pre-trained encoder (False = From Scratch)."""
 
 
-def create_variant(variant: str, preset: str = "tiny",
-                   encoder_state_dict: Mapping[str, torch.Tensor] | None = None,
-                   **overrides: Any) -> OMFAClassifier:
+def create_variant(
+    variant: str,
+    preset: str = "tiny",
+    encoder_state_dict: Mapping[str, torch.Tensor] | None = None,
+    **overrides: Any,
+) -> OMFAClassifier:
     """Build the ``omfa_classifier`` of one :data:`OMFA_VARIANTS` entry.
 
     A pre-trained variant needs ``encoder_state_dict`` (the weights of an ``art_encoder`` built
@@ -341,12 +492,15 @@ def create_variant(variant: str, preset: str = "tiny",
     model = create_model("omfa_classifier", preset, **{**spec["classifier"], **overrides})
     if spec["pretrained"]:
         if encoder_state_dict is None:
-            raise ValueError(f"Variant {variant!r} starts from a pre-trained encoder: pass "
-                             "'encoder_state_dict' (or use variant 'scratch').")
+            raise ValueError(
+                f"Variant {variant!r} starts from a pre-trained encoder: pass "
+                "'encoder_state_dict' (or use variant 'scratch')."
+            )
         load_pretrained_encoder(model, encoder_state_dict)
     elif encoder_state_dict is not None:
-        raise ValueError(f"Variant {variant!r} is trained from scratch; do not pass "
-                         "'encoder_state_dict'.")
+        raise ValueError(
+            f"Variant {variant!r} is trained from scratch; do not pass 'encoder_state_dict'."
+        )
     return model
 
 
@@ -354,13 +508,16 @@ def create_variant(variant: str, preset: str = "tiny",
 def encoder_parameter_names(model: nn.Module) -> list[str]:
     """Names (as in ``model.named_parameters()``) of the pre-trained encoder's parameters."""
     if not isinstance(getattr(model, "encoder", None), ARTEncoder):
-        raise ValueError(f"{type(model).__name__} has no ARTEncoder attribute 'encoder'; "
-                         "expected an OMFAClassifier.")
+        raise ValueError(
+            f"{type(model).__name__} has no ARTEncoder attribute 'encoder'; "
+            "expected an OMFAClassifier."
+        )
     return [f"encoder.{n}" for n, _ in model.encoder.named_parameters()]
 
 
-def param_groups(model: nn.Module, encoder_lr: float = 5e-6, head_lr: float = 1e-4,
-                 weight_decay: float = 0.01) -> list[dict[str, Any]]:
+def param_groups(
+    model: nn.Module, encoder_lr: float = 5e-6, head_lr: float = 1e-4, weight_decay: float = 0.01
+) -> list[dict[str, Any]]:
     """Optimizer parameter groups for differential learning rates.
 
     Returns two groups, ``{"name": "encoder", "lr": encoder_lr}`` for the pre-trained encoder and
@@ -374,22 +531,25 @@ def param_groups(model: nn.Module, encoder_lr: float = 5e-6, head_lr: float = 1e
     for name, p in model.named_parameters():
         if p.requires_grad:
             (enc if name in enc_names else head).append(p)
-    return [{"name": "encoder", "params": enc, "lr": encoder_lr, "weight_decay": weight_decay},
-            {"name": "head", "params": head, "lr": head_lr, "weight_decay": weight_decay}]
+    return [
+        {"name": "encoder", "params": enc, "lr": encoder_lr, "weight_decay": weight_decay},
+        {"name": "head", "params": head, "lr": head_lr, "weight_decay": weight_decay},
+    ]
 
 
 def _strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = dict(state)
     for prefix in ("module.", "_orig_mod."):  # DDP and torch.compile wrappers
         if out and all(k.startswith(prefix) for k in out):
-            out = {k[len(prefix):]: v for k, v in out.items()}
+            out = {k[len(prefix) :]: v for k, v in out.items()}
     if any(k.startswith("encoder.") for k in out):  # a whole classifier: keep its encoder
-        out = {k[len("encoder."):]: v for k, v in out.items() if k.startswith("encoder.")}
+        out = {k[len("encoder.") :]: v for k, v in out.items() if k.startswith("encoder.")}
     return out
 
 
-def load_pretrained_encoder(classifier: nn.Module, encoder_state_dict: Mapping[str, torch.Tensor],
-                            strict: bool = True) -> dict[str, list[str]]:
+def load_pretrained_encoder(
+    classifier: nn.Module, encoder_state_dict: Mapping[str, torch.Tensor], strict: bool = True
+) -> dict[str, list[str]]:
     """Load pre-trained ``art_encoder`` weights into ``classifier.encoder``.
 
     Accepts the state dict of an :class:`ARTEncoder` or of a whole classifier (its ``encoder.``
@@ -419,20 +579,30 @@ def load_pretrained_encoder(classifier: nn.Module, encoder_state_dict: Mapping[s
     state = _strip_prefixes(encoder_state_dict)
     missing = sorted(set(target) - set(state))
     unexpected = sorted(set(state) - set(target))
-    mismatched = [f"{k}: classifier {tuple(target[k].shape)} vs checkpoint {tuple(state[k].shape)}"
-                  for k in sorted(set(target) & set(state)) if target[k].shape != state[k].shape]
+    mismatched = [
+        f"{k}: classifier {tuple(target[k].shape)} vs checkpoint {tuple(state[k].shape)}"
+        for k in sorted(set(target) & set(state))
+        if target[k].shape != state[k].shape
+    ]
     if mismatched:
-        raise ValueError("load_pretrained_encoder: shape mismatch (was the encoder pre-trained "
-                         "with another preset or tokenizer?):\n  " + "\n  ".join(mismatched))
+        raise ValueError(
+            "load_pretrained_encoder: shape mismatch (was the encoder pre-trained "
+            "with another preset or tokenizer?):\n  " + "\n  ".join(mismatched)
+        )
     if strict and (missing or unexpected):
-        raise ValueError(f"load_pretrained_encoder: missing keys {missing}; unexpected keys "
-                         f"{unexpected} (pass strict=False to load the matching ones).")
+        raise ValueError(
+            f"load_pretrained_encoder: missing keys {missing}; unexpected keys "
+            f"{unexpected} (pass strict=False to load the matching ones)."
+        )
     if missing or unexpected:
-        logger.warning("load_pretrained_encoder: missing keys %s; unexpected keys %s",
-                       missing, unexpected)
-    classifier.encoder.load_state_dict({k: v for k, v in state.items() if k in target},
-                                       strict=False)
+        logger.warning(
+            "load_pretrained_encoder: missing keys %s; unexpected keys %s", missing, unexpected
+        )
+    classifier.encoder.load_state_dict(
+        {k: v for k, v in state.items() if k in target}, strict=False
+    )
     loaded = sorted(set(target) & set(state))
-    logger.info("Loaded %d pre-trained encoder tensors into %s.", len(loaded),
-                type(classifier).__name__)
+    logger.info(
+        "Loaded %d pre-trained encoder tensors into %s.", len(loaded), type(classifier).__name__
+    )
     return {"loaded": loaded, "missing": missing, "unexpected": unexpected}

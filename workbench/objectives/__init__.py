@@ -4,6 +4,9 @@ Each objective is an ``nn.Module`` that calls the model on the batch and returns
 and a ``dict[str, float]`` of logs (see ``docs/contracts.md``).
 """
 
+from .classification import ClassificationObjective
+from .contrastive import ContrastiveObjective, nt_xent_loss, random_resized_crop
 from .reconstruction import ReconstructionObjective, percentile_scale, reconstruction_loss
 
-__all__ = ["ReconstructionObjective", "percentile_scale", "reconstruction_loss"]
+__all__ = ["ClassificationObjective", "ContrastiveObjective", "ReconstructionObjective",
+           "nt_xent_loss", "percentile_scale", "random_resized_crop", "reconstruction_loss"]

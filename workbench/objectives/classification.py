@@ -25,19 +25,31 @@ class ClassificationObjective(nn.Module):
     def __init__(self, label_smoothing: float = 0.0):
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"Invalid value for the 'label_smoothing' parameter: expected a "
-                             f"value in [0, 1), got {label_smoothing!r}.")
+            raise ValueError(
+                f"Invalid value for the 'label_smoothing' parameter: expected a "
+                f"value in [0, 1), got {label_smoothing!r}."
+            )
         self.label_smoothing = label_smoothing
 
-    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]
-                ) -> tuple[torch.Tensor, dict[str, float]]:
-        out = model(batch["x"], ch_ids=batch.get("ch_ids"), rate_id=batch.get("rate_id"),
-                    ch_mask=batch.get("ch_mask"))
+    def forward(
+        self, model: nn.Module, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        out = model(
+            batch["x"],
+            ch_ids=batch.get("ch_ids"),
+            rate_id=batch.get("rate_id"),
+            ch_mask=batch.get("ch_mask"),
+        )
         logits, y = out["logits"], batch["y"]
         labelled = y >= 0
         n = labelled.sum().clamp(min=1)  # a batch without labels gives loss 0, not NaN
-        per_window = F.cross_entropy(logits.float(), y, ignore_index=-1, reduction="none",
-                                     label_smoothing=self.label_smoothing)  # (B,), 0 if y = -1
+        per_window = F.cross_entropy(
+            logits.float(),
+            y,
+            ignore_index=-1,
+            reduction="none",
+            label_smoothing=self.label_smoothing,
+        )  # (B,), 0 if y = -1
         loss = per_window.sum() / n
         with torch.no_grad():
             acc = ((logits.argmax(1) == y) & labelled).sum() / n

@@ -22,14 +22,21 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "ContrastiveObjective", "crop_params", "nt_xent_logits", "nt_xent_loss", "nt_xent_reference",
-    "random_resized_crop", "resized_crop", "resized_crop_reference",
+    "ContrastiveObjective",
+    "crop_params",
+    "nt_xent_logits",
+    "nt_xent_loss",
+    "nt_xent_reference",
+    "random_resized_crop",
+    "resized_crop",
+    "resized_crop_reference",
 ]
 
 
 # ----------------------------------------------------------------------------- NT-Xent
-def nt_xent_logits(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def nt_xent_logits(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Similarity logits of the ``2N`` views and the index of each view's positive.
 
     Returns ``logits`` (2N, 2N) = cosine similarity / temperature with ``-inf`` on the diagonal
@@ -37,11 +44,14 @@ def nt_xent_logits(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1
     view ``i`` of ``z2`` (index ``i + N``) and vice versa. Computed in float32.
     """
     if z1.shape != z2.shape or z1.dim() != 2:
-        raise ValueError(f"nt_xent: expected two (N, d) tensors of the same shape, got "
-                         f"{tuple(z1.shape)} and {tuple(z2.shape)}.")
+        raise ValueError(
+            f"nt_xent: expected two (N, d) tensors of the same shape, got "
+            f"{tuple(z1.shape)} and {tuple(z2.shape)}."
+        )
     if temperature <= 0:
-        raise ValueError(f"Invalid value for the 'temperature' parameter: expected > 0, got "
-                         f"{temperature!r}.")
+        raise ValueError(
+            f"Invalid value for the 'temperature' parameter: expected > 0, got {temperature!r}."
+        )
     N = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2]).float(), dim=1)  # (2N, d), unit norm
     logits = z @ z.T / temperature  # (2N, 2N) cosine similarities / tau
@@ -69,8 +79,7 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -
     return F.cross_entropy(logits, targets)
 
 
-def nt_xent_reference(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1
-                      ) -> torch.Tensor:
+def nt_xent_reference(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """Slow twin of :func:`nt_xent_loss`: the formula evaluated with explicit loops."""
     z = list(z1) + list(z2)
     n2 = len(z)
@@ -88,9 +97,14 @@ def nt_xent_reference(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0
 
 
 # ----------------------------------------------------------------------------- crops
-def crop_params(n: int, n_times: int, min_scale: float = 0.5, max_scale: float = 1.0,
-                generator: torch.Generator | None = None, device: torch.device | str = "cpu"
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def crop_params(
+    n: int,
+    n_times: int,
+    min_scale: float = 0.5,
+    max_scale: float = 1.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw ``n`` crops of a window of ``n_times`` samples.
 
     Each crop length is uniform over the integers in
@@ -102,8 +116,10 @@ def crop_params(n: int, n_times: int, min_scale: float = 0.5, max_scale: float =
     start, length : Tensor of int64, shape (n,)
     """
     if not 0 < min_scale <= max_scale <= 1:
-        raise ValueError(f"random_resized_crop: expected 0 < min_scale <= max_scale <= 1, got "
-                         f"min_scale={min_scale}, max_scale={max_scale}.")
+        raise ValueError(
+            f"random_resized_crop: expected 0 < min_scale <= max_scale <= 1, got "
+            f"min_scale={min_scale}, max_scale={max_scale}."
+        )
     lo = max(2, min(n_times, math.ceil(min_scale * n_times - 1e-9)))
     hi = max(lo, min(n_times, math.floor(max_scale * n_times + 1e-9)))
     gen_device = generator.device if generator is not None else device
@@ -138,8 +154,9 @@ def resized_crop(x: torch.Tensor, start: torch.Tensor, length: torch.Tensor) -> 
     return x.gather(-1, i0) * (1 - w) + x.gather(-1, i1) * w
 
 
-def resized_crop_reference(x: torch.Tensor, start: torch.Tensor, length: torch.Tensor
-                           ) -> torch.Tensor:
+def resized_crop_reference(
+    x: torch.Tensor, start: torch.Tensor, length: torch.Tensor
+) -> torch.Tensor:
     """Slow twin of :func:`resized_crop`: slice each row and ``F.interpolate`` it."""
     squeeze = x.dim() == 2
     x3 = x[:, None, :] if squeeze else x  # (N, C, T)
@@ -147,14 +164,18 @@ def resized_crop_reference(x: torch.Tensor, start: torch.Tensor, length: torch.T
     rows = []
     for n in range(x3.shape[0]):
         s, L = int(start[n]), int(length[n])
-        crop = x3[n:n + 1, :, s:s + L]  # (1, C, L)
+        crop = x3[n : n + 1, :, s : s + L]  # (1, C, L)
         rows.append(F.interpolate(crop, size=T, mode="linear", align_corners=True))
     out = torch.cat(rows)  # (N, C, T)
     return out[:, 0] if squeeze else out
 
 
-def random_resized_crop(x: torch.Tensor, min_scale: float = 0.5, max_scale: float = 1.0,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
+def random_resized_crop(
+    x: torch.Tensor,
+    min_scale: float = 0.5,
+    max_scale: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Random resized crop of a batch of windows (one crop per row, no Python loop).
 
     Parameters
@@ -169,8 +190,7 @@ def random_resized_crop(x: torch.Tensor, min_scale: float = 0.5, max_scale: floa
     -------
     Tensor of the shape of ``x``.
     """
-    start, length = crop_params(x.shape[0], x.shape[-1], min_scale, max_scale, generator,
-                                x.device)
+    start, length = crop_params(x.shape[0], x.shape[-1], min_scale, max_scale, generator, x.device)
     return resized_crop(x, start, length)
 
 
@@ -199,23 +219,31 @@ class ContrastiveObjective(nn.Module):
     .. [1] "One Model for All", Section III-B2.
     """
 
-    def __init__(self, temperature: float = 0.1, min_scale: float = 0.5,
-                 max_scale: float = 1.0, seed: int | None = None):
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        min_scale: float = 0.5,
+        max_scale: float = 1.0,
+        seed: int | None = None,
+    ):
         super().__init__()
         if temperature <= 0:
-            raise ValueError(f"Invalid value for the 'temperature' parameter: expected > 0, got "
-                             f"{temperature!r}.")
+            raise ValueError(
+                f"Invalid value for the 'temperature' parameter: expected > 0, got {temperature!r}."
+            )
         self.temperature, self.min_scale, self.max_scale = temperature, min_scale, max_scale
         self.generator = None
         if seed is not None:
             self.generator = torch.Generator().manual_seed(seed)
 
-    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]
-                ) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, model: nn.Module, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         x = batch["x"]  # (B, 1, T)
         B = x.shape[0]
-        views = [random_resized_crop(x, self.min_scale, self.max_scale, self.generator)
-                 for _ in range(2)]
+        views = [
+            random_resized_crop(x, self.min_scale, self.max_scale, self.generator) for _ in range(2)
+        ]
         xx = torch.cat(views)  # (2B, 1, T)
 
         def twice(t: torch.Tensor | None) -> torch.Tensor | None:

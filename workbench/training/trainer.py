@@ -42,7 +42,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig
-from ..utils import atomic_write_text, get_logger, seed_everything
+from ..utils import atomic_write_text, check_positive, get_logger, seed_everything
 from .checkpoints import (
     TopKCheckpoints,
     load_checkpoint,
@@ -129,8 +129,8 @@ def _plain(v: Any) -> Any:
 class _JsonlLog:
     """Append-only JSON-lines metric log, one flushed line per event."""
 
-    def __init__(self, path: Path | None):
-        self.f = open(path, "a", encoding="utf-8") if path is not None else None
+    def __init__(self, path: Path | None, append: bool = True):
+        self.f = open(path, "a" if append else "w", encoding="utf-8") if path is not None else None
 
     def write(self, event: str, **fields: Any) -> None:
         if self.f is None:
@@ -198,6 +198,8 @@ class Trainer:
                                        or not isinstance(model_spec.get("name"), str)):
             raise ValueError("Invalid value for the 'model_spec' parameter: expected a dict "
                              f"{{'name': str, 'preset': str, 'overrides': dict}}, got {model_spec!r}.")
+        check_positive("cfg.epochs", cfg.epochs)
+        check_positive("cfg.checkpoint_every", cfg.checkpoint_every)
         self.cfg = cfg
         self.dist, self.device = init_distributed(device)
         self.out_dir = Path(out_dir)
@@ -312,7 +314,9 @@ class Trainer:
                         self.epoch, cfg.epochs)
             return self._finish()
 
-        log = _JsonlLog(self.out_dir / "metrics.jsonl" if self.is_main else None)
+        # A fresh run starts a fresh log; a resumed one appends (after a "resume" line).
+        log = _JsonlLog(self.out_dir / "metrics.jsonl" if self.is_main else None,
+                        append=self.epoch > 0)
         log.write("resume" if self.epoch else "start", epoch=self.epoch, step=self.global_step,
                   total_steps=total, steps_per_epoch=spe, world_size=self.dist.world_size)
         try:

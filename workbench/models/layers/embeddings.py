@@ -32,8 +32,9 @@ def _norm(kind: str, channels: int) -> nn.Module:
         return nn.GroupNorm(math.gcd(8, channels), channels)
     if kind == "batch":
         return nn.BatchNorm1d(channels)
-    raise ValueError(f"Invalid value for the 'norm' parameter: expected one of ['group', "
-                     f"'batch'], got {kind!r}.")
+    raise ValueError(
+        f"Invalid value for the 'norm' parameter: expected one of ['group', 'batch'], got {kind!r}."
+    )
 
 
 class AdaptiveTokenizer(nn.Module):
@@ -59,16 +60,24 @@ class AdaptiveTokenizer(nn.Module):
         independent of the rest of the batch; BatchNorm couples them in training mode.
     """
 
-    def __init__(self, d_model: int = 128, n_tokens: int = 16,
-                 conv_channels: Sequence[int] = (32, 64, 128),
-                 kernels: Sequence[int] = (7, 5, 3), norm: str = "group"):
+    def __init__(
+        self,
+        d_model: int = 128,
+        n_tokens: int = 16,
+        conv_channels: Sequence[int] = (32, 64, 128),
+        kernels: Sequence[int] = (7, 5, 3),
+        norm: str = "group",
+    ):
         super().__init__()
         if len(conv_channels) != len(kernels) or not kernels:
-            raise ValueError(f"AdaptiveTokenizer: 'conv_channels' {tuple(conv_channels)} and "
-                             f"'kernels' {tuple(kernels)} must be non-empty and of equal length.")
+            raise ValueError(
+                f"AdaptiveTokenizer: 'conv_channels' {tuple(conv_channels)} and "
+                f"'kernels' {tuple(kernels)} must be non-empty and of equal length."
+            )
         if any(k % 2 == 0 for k in kernels):
-            raise ValueError(f"AdaptiveTokenizer: 'kernels' must be odd ('same' padding), got "
-                             f"{tuple(kernels)}.")
+            raise ValueError(
+                f"AdaptiveTokenizer: 'kernels' must be odd ('same' padding), got {tuple(kernels)}."
+            )
         layers: list[nn.Module] = []
         c_in = 1
         for c_out, k in zip(conv_channels, kernels):
@@ -119,8 +128,10 @@ class FixedPatchTokenizer(nn.Module):
     def __init__(self, d_model: int = 128, patch_size: int = 16, remainder: str = "pad"):
         super().__init__()
         if remainder not in ("pad", "drop", "error"):
-            raise ValueError(f"Invalid value for the 'remainder' parameter: expected one of "
-                             f"['pad', 'drop', 'error'], got {remainder!r}.")
+            raise ValueError(
+                f"Invalid value for the 'remainder' parameter: expected one of "
+                f"['pad', 'drop', 'error'], got {remainder!r}."
+            )
         self.patch_size, self.remainder, self.d_model = patch_size, remainder, d_model
         self.proj = nn.Linear(patch_size, d_model)
 
@@ -128,8 +139,10 @@ class FixedPatchTokenizer(nn.Module):
         """Number of tokens for a window of ``n_times`` samples."""
         p = self.patch_size
         if n_times % p and self.remainder == "error":
-            raise ValueError(f"FixedPatchTokenizer: window length T={n_times} is not a multiple "
-                             f"of patch_size={p} (remainder='error').")
+            raise ValueError(
+                f"FixedPatchTokenizer: window length T={n_times} is not a multiple "
+                f"of patch_size={p} (remainder='error')."
+            )
         return -(-n_times // p) if self.remainder == "pad" else n_times // p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,8 +150,9 @@ class FixedPatchTokenizer(nn.Module):
         N, T = x.shape
         n, p = self.num_tokens(T), self.patch_size
         if n == 0:
-            raise ValueError(f"FixedPatchTokenizer: window length T={T} is shorter than "
-                             f"patch_size={p}.")
+            raise ValueError(
+                f"FixedPatchTokenizer: window length T={T} is shorter than patch_size={p}."
+            )
         if n * p > T:
             x = F.pad(x, (0, n * p - T))  # (N, n * p), zeros on the right
         patches = x[:, : n * p].reshape(N, n, p)  # (N, n, patch_size)

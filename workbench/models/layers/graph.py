@@ -28,9 +28,13 @@ from torch import nn
 __all__ = ["GATLayer", "GCNLayer", "edge_mask", "gat_reference"]
 
 
-def edge_mask(B: int, C: int, adj: torch.Tensor | None = None,
-              ch_mask: torch.Tensor | None = None, device: torch.device | None = None
-              ) -> torch.Tensor:
+def edge_mask(
+    B: int,
+    C: int,
+    adj: torch.Tensor | None = None,
+    ch_mask: torch.Tensor | None = None,
+    device: torch.device | None = None,
+) -> torch.Tensor:
     """The boolean edge mask ``M[b, i, j]`` = node ``i`` may aggregate from node ``j``.
 
     ``M = adj & ch_mask[:, :, None] & ch_mask[:, None, :]``, i.e. edges to and from padding
@@ -40,13 +44,16 @@ def edge_mask(B: int, C: int, adj: torch.Tensor | None = None,
     if adj is not None:
         adj = adj.to(device=device, dtype=torch.bool)
         if adj.shape[-2:] != (C, C) or adj.dim() not in (2, 3):
-            raise ValueError(f"Invalid 'adj': expected shape ({C}, {C}) or ({B}, {C}, {C}), got "
-                             f"{tuple(adj.shape)}.")
+            raise ValueError(
+                f"Invalid 'adj': expected shape ({C}, {C}) or ({B}, {C}, {C}), got "
+                f"{tuple(adj.shape)}."
+            )
         m = m & adj
     if ch_mask is not None:
         if tuple(ch_mask.shape) != (B, C):
-            raise ValueError(f"Invalid 'ch_mask': expected shape ({B}, {C}), got "
-                             f"{tuple(ch_mask.shape)}.")
+            raise ValueError(
+                f"Invalid 'ch_mask': expected shape ({B}, {C}), got {tuple(ch_mask.shape)}."
+            )
         cm = ch_mask.to(device=device, dtype=torch.bool)
         m = m & cm[:, :, None] & cm[:, None, :]
     return m
@@ -92,16 +99,28 @@ class GATLayer(nn.Module):
     .. [1] Velickovic, P. et al. (2018). Graph Attention Networks. ICLR.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, heads: int = 4, concat: bool = True,
-                 dropout: float = 0.0, negative_slope: float = 0.2, activation: str = "none",
-                 bias: bool = True):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        heads: int = 4,
+        concat: bool = True,
+        dropout: float = 0.0,
+        negative_slope: float = 0.2,
+        activation: str = "none",
+        bias: bool = True,
+    ):
         super().__init__()
         if concat and out_dim % heads:
-            raise ValueError(f"GATLayer: 'out_dim' ({out_dim}) must be divisible by 'heads' "
-                             f"({heads}) when concat=True.")
+            raise ValueError(
+                f"GATLayer: 'out_dim' ({out_dim}) must be divisible by 'heads' "
+                f"({heads}) when concat=True."
+            )
         if activation not in ("none", "elu"):
-            raise ValueError(f"Invalid value for the 'activation' parameter: expected one of "
-                             f"['none', 'elu'], got {activation!r}.")
+            raise ValueError(
+                f"Invalid value for the 'activation' parameter: expected one of "
+                f"['none', 'elu'], got {activation!r}."
+            )
         self.in_dim, self.out_dim, self.heads, self.concat = in_dim, out_dim, heads, concat
         self.head_dim = out_dim // heads if concat else out_dim
         self.negative_slope = negative_slope
@@ -118,8 +137,9 @@ class GATLayer(nn.Module):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def forward(self, h: torch.Tensor, adj: torch.Tensor | None = None,
-                ch_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, h: torch.Tensor, adj: torch.Tensor | None = None, ch_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(out (B, C, out_dim), attention (B, heads, C, C))``."""
         B, C, _ = h.shape
         H, D = self.heads, self.head_dim
@@ -148,16 +168,25 @@ class GATLayer(nn.Module):
         return out, alpha
 
     def extra_repr(self) -> str:
-        return (f"{self.in_dim}, {self.out_dim}, heads={self.heads}, concat={self.concat}, "
-                f"negative_slope={self.negative_slope}, activation={self.activation!r}")
+        return (
+            f"{self.in_dim}, {self.out_dim}, heads={self.heads}, concat={self.concat}, "
+            f"negative_slope={self.negative_slope}, activation={self.activation!r}"
+        )
 
 
-def gat_reference(h: torch.Tensor, weight: torch.Tensor, att: torch.Tensor, heads: int, *,
-                  bias: torch.Tensor | None = None, concat: bool = True,
-                  negative_slope: float = 0.2, adj: torch.Tensor | None = None,
-                  ch_mask: torch.Tensor | None = None,
-                  activation: Callable[[torch.Tensor], torch.Tensor] | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def gat_reference(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    att: torch.Tensor,
+    heads: int,
+    *,
+    bias: torch.Tensor | None = None,
+    concat: bool = True,
+    negative_slope: float = 0.2,
+    adj: torch.Tensor | None = None,
+    ch_mask: torch.Tensor | None = None,
+    activation: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Slow twin of :class:`GATLayer`: equations (1)-(3) evaluated literally with loops.
 
     Parameters
@@ -192,7 +221,7 @@ def gat_reference(h: torch.Tensor, weight: torch.Tensor, att: torch.Tensor, head
                 continue  # a padding node: no output
             head_outputs = []
             for k in range(heads):
-                W = weight[k * D:(k + 1) * D]  # (D, F)
+                W = weight[k * D : (k + 1) * D]  # (D, F)
                 a = att[k]  # (2D,)
                 neighbours = [j for j in range(C) if bool(m[b, i, j])]
                 e = {}
@@ -239,15 +268,18 @@ class GCNLayer(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, activation: str = "none", bias: bool = True):
         super().__init__()
         if activation not in ("none", "elu"):
-            raise ValueError(f"Invalid value for the 'activation' parameter: expected one of "
-                             f"['none', 'elu'], got {activation!r}.")
+            raise ValueError(
+                f"Invalid value for the 'activation' parameter: expected one of "
+                f"['none', 'elu'], got {activation!r}."
+            )
         self.in_dim, self.out_dim, self.activation = in_dim, out_dim, activation
         self.lin = nn.Linear(in_dim, out_dim, bias=False)
         self.bias = nn.Parameter(torch.zeros(out_dim)) if bias else None
         nn.init.xavier_uniform_(self.lin.weight)
 
-    def forward(self, h: torch.Tensor, adj: torch.Tensor | None = None,
-                ch_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, h: torch.Tensor, adj: torch.Tensor | None = None, ch_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(out (B, C, out_dim), normalised adjacency (B, 1, C, C))``."""
         B, C, _ = h.shape
         a = edge_mask(B, C, adj, ch_mask, device=h.device).to(h.dtype)  # (B, C, C)

@@ -116,6 +116,98 @@ def _segsum_exp(a_cum: Tensor) -> Tensor:
     return seg.masked_fill_(~causal, float("-inf")).exp_()
 
 
+_BLOCK_ELEMENTS = 1 << 20  # size of the largest temporary per block of chunks in ssd_chunked
+_FACTOR_LIMIT = 0.4  # factored path while |in-chunk log-decay| <= 0.4 * log(dtype max)
+
+
+def _pass_states(states: Tensor, chunk_decay: Tensor, S: Tensor) -> tuple[Tensor, Tensor]:
+    """Linear scan over chunks: ``states`` (b, c, h, p, n) left by each chunk from a zero start,
+    ``chunk_decay`` (b, c, h). Returns the states entering each chunk and the last state."""
+    entering = []
+    for j in range(states.shape[1]):
+        entering.append(S)
+        S = chunk_decay[:, j, :, None, None] * S + states[:, j]
+    return torch.stack(entering, dim=1), S  # (b, c, h, p, n), (b, h, p, n)
+
+
+def _ssd_block_factored(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, S: Tensor,
+                        Q: int, g: int) -> tuple[Tensor, Tensor] | None:
+    """SSD over ``k`` whole chunks with the in-chunk decay factored as a rank-one product.
+
+    ``exp(a_cum[l] - a_cum[s]) = exp(rel[l]) * exp(-rel[s])`` with ``rel`` the log-decay
+    centred on the chunk, so the diagonal blocks become ``exp(rel) * (tril(C B^T) @ (exp(-rel)
+    dt x))``: one matrix product per chunk shared by all heads of a group, no (Q x Q) tensor per
+    head. Every term that reaches the output is the exact product of factors that neither
+    overflow nor underflow, so this is as accurate as the subtraction form; it is used only
+    when ``|rel| <= _FACTOR_LIMIT * log(max float)`` in every chunk of the block (``None``
+    otherwise: the caller falls back to :func:`_ssd_block_segsum`).
+
+    ``x`` (b, k Q, h, p), ``dt`` (b, k Q, h), ``B``/``C`` (b, k Q, g, n), ``S`` (b, h, p, n)
+    entering the first chunk. Returns the outputs (b, k Q, h, p) and the state after the block.
+    """
+    b, T, h, p = x.shape
+    n, c, r = B.shape[-1], T // Q, h // g
+    a_cum = torch.cumsum((dt * A).view(b, c, Q, h), dim=2)  # (b, c, Q, h) log-decay from start
+    rel = a_cum - 0.5 * (a_cum[:, :, :1] + a_cum[:, :, -1:])  # (b, c, Q, h) centred per chunk
+    if not bool(rel.abs().amax() <= _FACTOR_LIMIT * math.log(torch.finfo(x.dtype).max)):
+        return None
+    xs = x.view(b, c, Q, h, p) * (torch.exp(-rel) * dt.view(b, c, Q, h))[..., None]
+    xs = xs.view(b, c, Q, g, r * p).transpose(2, 3)  # (b, c, g, Q, r p), a view when g = 1
+    Bg = B.view(b, c, Q, g, n).transpose(2, 3)  # (b, c, g, Q, n)
+    Cg = C.view(b, c, Q, g, n).transpose(2, 3)  # (b, c, g, Q, n)
+
+    # 1. diagonal blocks, still scaled by exp(-rel[l])
+    y = torch.tril(Cg @ Bg.transpose(-1, -2)) @ xs  # (b, c, g, Q, r p)
+    # 2. state each chunk leaves from a zero start: exp(rel[end]) * sum_s xs_s B_s^T
+    e_out = torch.exp(rel).view(b, c, Q, g, r).permute(0, 1, 3, 2, 4)  # (b, c, g, Q, r)
+    states = (xs.transpose(-1, -2) @ Bg).view(b, c, g, r, p, n)  # (b, c, g, r, p, n)
+    states = (states * e_out[:, :, :, -1, :, None, None]).view(b, c, h, p, n)
+    # 3. linear scan over chunks
+    S_in, S = _pass_states(states, torch.exp(a_cum[:, :, -1]), S)  # (b, c, h, p, n)
+    # 4. off-diagonal blocks: C_l . S_in decayed by exp(a_cum[l])
+    S_in = S_in.view(b, c, g, r, p, n).permute(0, 1, 2, 5, 3, 4).reshape(b, c, g, n, r * p)
+    y_off = (Cg @ S_in).view(b, c, g, Q, r, p)  # (b, c, g, Q, r, p)
+    e_in = torch.exp(a_cum).view(b, c, Q, g, r).permute(0, 1, 3, 2, 4)  # (b, c, g, Q, r)
+    y = y.view(b, c, g, Q, r, p).mul_(e_out[..., None]).add_(y_off.mul_(e_in[..., None]))
+    return y.transpose(2, 3).reshape(b, T, h, p), S  # (b, k Q, h, p)
+
+
+def _ssd_block_segsum(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, S: Tensor,
+                      Q: int, g: int) -> tuple[Tensor, Tensor]:
+    """SSD over ``k`` whole chunks with an explicit (Q x Q) decay matrix per head.
+
+    Valid for any decay (the general path of :func:`ssd_chunked`); same arguments and results
+    as :func:`_ssd_block_factored`.
+    """
+    b, T, h, p = x.shape
+    n, c, r = B.shape[-1], T // Q, h // g
+    a = (dt * A).reshape(b, c, Q, h).transpose(2, 3).contiguous()  # (b, c, h, Q) step log-decay
+    a_cum = torch.cumsum(a, dim=-1)  # (b, c, h, Q) log-decay from the chunk start
+    xdt = (x * dt[..., None]).reshape(b, c, Q, g, r, p).permute(0, 1, 3, 4, 2, 5)  # (b,c,g,r,Q,p)
+    Bc = B.reshape(b, c, Q, g, n).transpose(2, 3)  # (b, c, g, Q, n)
+    Cc = C.reshape(b, c, Q, g, n).transpose(2, 3)  # (b, c, g, Q, n)
+
+    # 1. Diagonal blocks: y[l] = sum_{s<=l} (C_l . B_s) exp(a_cum[l] - a_cum[s]) dt_s x_s
+    decay = _segsum_exp(a_cum).reshape(b, c, g, r, Q, Q)  # (b, c, g, r, Q, Q)
+    CB = Cc @ Bc.transpose(-1, -2)  # (b, c, g, Q, Q)
+    y = (decay * CB[:, :, :, None]) @ xdt  # (b, c, g, r, Q, p)
+
+    # 2. State each chunk leaves behind from a zero start: sum_s exp(sum_{k>s} a_k) dt_s x_s B_s
+    suffix = torch.flip(torch.cumsum(torch.flip(a, (-1,)), -1), (-1,))  # sum_{k>=s} a_k
+    to_end = torch.exp(F.pad(suffix[..., 1:], (0, 1)))  # (b, c, h, Q) sum_{k>s}, no cancellation
+    xw = xdt * to_end.reshape(b, c, g, r, Q, 1)
+    states = torch.einsum("bcgrsp,bcgsn->bcgrpn", xw, Bc).reshape(b, c, h, p, n)
+
+    # 3. Linear scan over the chunks: the state entering each chunk
+    S_in, S = _pass_states(states, torch.exp(a_cum[..., -1]), S)
+    S_in = S_in.view(b, c, g, r, p, n)
+
+    # 4. Off-diagonal blocks: the entering state read out by C, decayed to each position
+    y_off = torch.einsum("bcgln,bcgrpn->bcgrlp", Cc, S_in)  # (b, c, g, r, Q, p)
+    y = y.add_(y_off.mul_(torch.exp(a_cum).reshape(b, c, g, r, Q, 1)))
+    return y.reshape(b, c, h, Q, p).transpose(2, 3).reshape(b, T, h, p), S
+
+
 def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_size: int,
                 D: Tensor | None = None, initial_state: Tensor | None = None,
                 return_final_state: bool = False) -> Tensor | tuple[Tensor, Tensor]:
@@ -126,6 +218,10 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
     ``chunk_size`` steps; inside a chunk the output is a masked (attention-like) matrix product,
     and the state is passed from chunk to chunk by a linear scan over the chunks (so the cost is
     linear in the length, unlike the quadratic inter-chunk term of the paper's Listing 1).
+    When the log-decay inside every chunk of a block of chunks is moderate, the in-chunk decay
+    matrix is factored as a rank-one product and all heads of a group share one matrix product
+    per chunk; otherwise explicit (Q x Q) decay matrices are built per head. Both forms are
+    exact and checked against :func:`ssd_naive`.
 
     Parameters
     ----------
@@ -166,40 +262,22 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk_si
         dt = F.pad(dt, (0, 0, 0, pad))
         B = F.pad(B, (0, 0, 0, 0, 0, pad))
         C = F.pad(C, (0, 0, 0, 0, 0, pad))
-    c, r = (L + pad) // Q, h // g
-
-    a = (dt * A).reshape(b, c, Q, h).transpose(2, 3).contiguous()  # (b, c, h, Q) step log-decay
-    a_cum = torch.cumsum(a, dim=-1)  # (b, c, h, Q) log-decay from the chunk start
-    xdt = (x * dt[..., None]).reshape(b, c, Q, g, r, p).permute(0, 1, 3, 4, 2, 5)  # (b,c,g,r,Q,p)
-    Bc = B.reshape(b, c, Q, g, n).transpose(2, 3)  # (b, c, g, Q, n)
-    Cc = C.reshape(b, c, Q, g, n).transpose(2, 3)  # (b, c, g, Q, n)
-
-    # 1. Diagonal blocks: y[l] = sum_{s<=l} (C_l . B_s) exp(a_cum[l] - a_cum[s]) dt_s x_s
-    decay = _segsum_exp(a_cum).reshape(b, c, g, r, Q, Q)  # (b, c, g, r, Q, Q)
-    CB = Cc @ Bc.transpose(-1, -2)  # (b, c, g, Q, Q)
-    y = (decay * CB[:, :, :, None]) @ xdt  # (b, c, g, r, Q, p)
-
-    # 2. State each chunk leaves behind from a zero start: sum_s exp(sum_{k>s} a_k) dt_s x_s B_s
-    suffix = torch.flip(torch.cumsum(torch.flip(a, (-1,)), -1), (-1,))  # sum_{k>=s} a_k
-    to_end = torch.exp(F.pad(suffix[..., 1:], (0, 1)))  # (b, c, h, Q) sum_{k>s}, no cancellation
-    xw = xdt * to_end.reshape(b, c, g, r, Q, 1)
-    states = torch.einsum("bcgrsp,bcgsn->bcgrpn", xw, Bc).reshape(b, c, h, p, n)
-
-    # 3. Linear scan over chunks: the state entering each chunk
-    chunk_decay = torch.exp(a_cum[..., -1])  # (b, c, h)
+    c = (L + pad) // Q
     S = (torch.zeros(b, h, p, n, dtype=cdt, device=x.device) if initial_state is None
          else initial_state.to(cdt))
-    entering = []
-    for k in range(c):
-        entering.append(S)
-        S = chunk_decay[:, k, :, None, None] * S + states[:, k]
-    S_in = torch.stack(entering, dim=1).view(b, c, g, r, p, n)  # (b, c, g, r, p, n)
-
-    # 4. Off-diagonal blocks: the entering state read out by C, decayed to each position
-    y_off = torch.einsum("bcgln,bcgrpn->bcgrlp", Cc, S_in)  # (b, c, g, r, Q, p)
-    y = y + y_off * torch.exp(a_cum).reshape(b, c, g, r, Q, 1)
-
-    y = y.reshape(b, c, h, Q, p).transpose(2, 3).reshape(b, c * Q, h, p)[:, :L]  # (b, L, h, p)
+    # Chunks are processed in blocks whose temporaries stay a few MB: the allocator reuses them
+    # and they stay in cache (one pass over 100s of MB costs more than the maths). A block uses
+    # the factored form when its decays allow it, else the explicit decay matrices.
+    per_block = max(1, _BLOCK_ELEMENTS // (b * h * Q * max(Q, p)))
+    ys = []
+    for k0 in range(0, c, per_block):
+        k = min(per_block, c - k0)
+        t0, t1 = k0 * Q, (k0 + k) * Q
+        blk = (x[:, t0:t1], dt[:, t0:t1], A, B[:, t0:t1], C[:, t0:t1], S, Q, g)
+        out = _ssd_block_factored(*blk)
+        y_blk, S = out if out is not None else _ssd_block_segsum(*blk)
+        ys.append(y_blk)
+    y = torch.cat(ys, dim=1)[:, :L] if len(ys) > 1 else ys[0][:, :L]  # (b, L, h, p)
     y = _add_skip(y, x_in.to(cdt), D).to(out_dtype)
     return (y, S.to(out_dtype)) if return_final_state else y
 
@@ -433,6 +511,7 @@ def _kernel(name: str):
     if name not in _KERNELS:
         try:
             if name == "mamba2":
+                import causal_conv1d  # noqa: F401  (the fused path convolves with it)
                 from mamba_ssm.ops.triton.ssd_combined import (
                     mamba_split_conv1d_scan_combined as fn,
                 )
@@ -450,17 +529,18 @@ def mamba_ssm_available() -> bool:
     return _kernel("mamba2") is not None and _kernel("mamba1") is not None
 
 
-def _use_kernel(backend: str, name: str, u: Tensor) -> bool:
+def _use_kernel(backend: str, name: str, u: Tensor, d_conv: int = 4) -> bool:
     if backend == "torch":
         return False
-    available = _kernel(name) is not None
+    available = _kernel(name) is not None and (name != "mamba2" or 2 <= d_conv <= 4)
     if backend == "cuda":
         if not u.is_cuda:
             raise ValueError(f"Invalid value for the 'backend' parameter: 'cuda' needs the input "
                              f"on a CUDA device, got a tensor on {u.device}; use 'auto'.")
         if not available:
-            raise ImportError("backend='cuda' needs the optional 'mamba_ssm' package (pip install "
-                              "'workbench[gpu]'); it did not import. Use backend='auto'.")
+            raise ImportError("backend='cuda' needs the optional 'mamba_ssm' and 'causal_conv1d' "
+                              "packages (pip install 'workbench[gpu]') and, for Mamba-2, "
+                              f"2 <= d_conv <= 4 (got {d_conv}). Use backend='auto'.")
         return True
     return u.is_cuda and available
 
@@ -594,7 +674,7 @@ class Mamba2(nn.Module):
         b, L, _ = u.shape
         zxbcdt = self.in_proj(u)  # (b, L, 2 d_inner + 2 g n + h)
         A = -torch.exp(self.A_log.float())  # (h,)
-        if _use_kernel(self.backend, "mamba2", u):
+        if _use_kernel(self.backend, "mamba2", u, self.d_conv):
             return _kernel("mamba2")(
                 zxbcdt, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias, A,
                 D=self.D, chunk_size=self.chunk_size, activation="silu",
