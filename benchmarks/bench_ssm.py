@@ -14,7 +14,9 @@ in one run.
 Peak memory is the peak of live tensor bytes added by the call, from the PyTorch profiler's
 allocation events (``workbench.analysis.efficiency.cpu_peak_memory``).
 
-Usage: ``python benchmarks/bench_ssm.py [--threads N] [--quick]``
+Usage: ``python benchmarks/bench_ssm.py [--threads N] [--quick]``. One intra-op thread by
+default (as ``torch.utils.benchmark``): on a shared machine two threads stall on each other's
+barriers and the timings measure the scheduler; ``--threads 0`` keeps torch's default.
 """
 
 from __future__ import annotations
@@ -117,7 +119,8 @@ def s5_lengths(quick: bool) -> tuple[int, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--quick", action="store_true", help="short lengths (a smoke run)")
     args = ap.parse_args()
     if args.threads:

@@ -1,9 +1,18 @@
 import numpy as np
 import pytest
 
-from workbench.channels import (BIPOLAR_16, DEAP_32, DREAMER_14, SEED_62, TCP_BIPOLAR_22,
-                                ChannelVocabulary, bipolar_derivation, channel_positions,
-                                normalize_channel_name, rate_index)
+from workbench.channels import (
+    BIPOLAR_16,
+    DEAP_32,
+    DREAMER_14,
+    SEED_62,
+    TCP_BIPOLAR_22,
+    ChannelVocabulary,
+    bipolar_derivation,
+    channel_positions,
+    normalize_channel_name,
+    rate_index,
+)
 
 
 @pytest.mark.parametrize("raw,canon", [

@@ -36,11 +36,11 @@ def test_profiles():
 
 def test_seed_everything_reproducible():
     seed_everything(3)
-    a = (np.random.rand(3), torch.rand(3))
+    a = (np.random.rand(3), torch.rand(3))  # noqa: NPY002
     seed_everything(3)
-    b = (np.random.rand(3), torch.rand(3))
+    b = (np.random.rand(3), torch.rand(3))  # noqa: NPY002
     seed_everything(4)
-    c = (np.random.rand(3), torch.rand(3))
+    c = (np.random.rand(3), torch.rand(3))  # noqa: NPY002
     np.testing.assert_array_equal(a[0], b[0])
     assert torch.equal(a[1], b[1])
     assert not np.array_equal(a[0], c[0]) and not torch.equal(a[1], c[1])

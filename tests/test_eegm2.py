@@ -94,7 +94,7 @@ def test_registry_and_variant_table():
 
 # ---------------------------------------------------------------------------- behaviour
 @pytest.mark.parametrize("name", VARIANTS)
-@pytest.mark.parametrize("T", [37, 64, 101])
+@pytest.mark.parametrize("T", [5, 37, 64, 101])
 def test_forward_shapes_on_any_length(name, T):
     torch.manual_seed(0)
     model = create_model(name, "tiny", n_chans=5).eval()

@@ -1,9 +1,15 @@
 import numpy as np
 import pytest
 
-from workbench.data.splits import (assert_disjoint_subjects, assert_no_overlap, cross_dataset,
-                                   leave_one_subject_out, purge_overlaps, subject_kfold,
-                                   within_subject_split)
+from workbench.data.splits import (
+    assert_disjoint_subjects,
+    assert_no_overlap,
+    cross_dataset,
+    leave_one_subject_out,
+    purge_overlaps,
+    subject_kfold,
+    within_subject_split,
+)
 from workbench.data.store import build_store
 
 from .conftest import make_recording
@@ -79,3 +85,13 @@ def test_cross_dataset(store):
     assert len(sp.test) == (store.index.subject == "0").sum()
     with pytest.raises(ValueError, match="both"):
         cross_dataset(store.index, ["toy"], "toy")
+
+
+def test_same_subject_name_in_two_datasets_is_two_subjects(store):
+    idx = store.index.assign(dataset=np.where(np.arange(len(store)) % 2 == 0, "a", "b"))
+    loso = leave_one_subject_out(idx)
+    assert len(loso) == 8 and loso[0].subject == "a/0"
+    for sp in loso:
+        assert_disjoint_subjects(idx, sp.train, sp.test)
+    ws = within_subject_split(idx, store.n_times, seed=0)
+    assert {s.subject for s in ws} == {f"{d}/{k}" for d in "ab" for k in "0123"}

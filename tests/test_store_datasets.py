@@ -4,8 +4,13 @@ import pytest
 import torch
 
 from workbench.channels import DEAP_32, DREAMER_14, SEED_62, ChannelVocabulary
-from workbench.data.datasets import (ConcatDataset, EpochBatchSampler, SingleChannelDataset,
-                                     WindowDataset, make_loader)
+from workbench.data.datasets import (
+    ConcatDataset,
+    EpochBatchSampler,
+    SingleChannelDataset,
+    WindowDataset,
+    make_loader,
+)
 from workbench.data.store import WindowStore, build_store
 from workbench.data.windowing import make_windows, scale_windows
 

@@ -151,15 +151,15 @@ class Profile:
     preset: str = "tiny"  # model preset
     device: str = "auto"
     seeds: list[int] = field(default_factory=lambda: [42])
-    max_subjects: int | None = 3  # per dataset; None = all
+    max_subjects: int | None = 2  # subjects fine-tuned per dataset; None = all
     synthetic_subjects: int = 4
     synthetic_sessions: int = 2
     synthetic_trials: int = 12  # per class and session
     pretrain_epochs: int = 3
-    finetune_epochs: int = 8
-    max_steps_per_epoch: int | None = 30
+    finetune_epochs: int = 6
+    max_steps_per_epoch: int | None = 20
     pretrain_batch_size: int = 256
-    finetune_batch_size: int = 32
+    finetune_batch_size: int = 16
     num_workers: int = 0
     progress: bool = False
 

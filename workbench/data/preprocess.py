@@ -661,6 +661,7 @@ class PipelineResult:
     cache_dir: Path | None
     seconds: float = 0.0
     recordings: dict[str, Recording] | None = None
+    reader_options: dict[str, Any] = field(default_factory=dict)
 
     def _entry(self, key: str) -> tuple[str, int]:
         rows = self.reports[self.reports["key"] == key]
@@ -859,7 +860,8 @@ def run_pipeline(recordings: Iterable[Recording] | None = None, *, dataset: str 
              seconds)
     return PipelineResult(store=store, reports=rep_df, failures=fail_df, ica=ica, config=cfg,
                           out_dir=out, cache_dir=cdir, seconds=seconds,
-                          recordings=kept if keep_cleaned else None)
+                          recordings=kept if keep_cleaned else None,
+                          reader_options=dict(reader_options or {}))
 
 
 def _within_events(rec: Recording, mode: str) -> bool:

@@ -56,7 +56,7 @@ def original_recording(result: PipelineResult, key: str,
     if row.empty:
         raise KeyError(f"No recording {key!r} in this result.")
     dataset, source = row["dataset"].iloc[0], row["source"].iloc[0]
-    for rec in get_reader(dataset).read_file(source):
+    for rec in get_reader(dataset).read_file(source, **result.reader_options):
         if rec.key == key:
             return rec
     raise KeyError(f"{source}: reading it again gave no recording {key!r}.")

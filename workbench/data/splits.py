@@ -35,6 +35,15 @@ class Split:
                 f"test={len(self.test)})")
 
 
+def subject_keys(index: pd.DataFrame) -> pd.Series:
+    """The subject of each window as a string; ``dataset/subject`` when the index spans several
+    datasets (subject "01" of two datasets are two people)."""
+    subj = index["subject"].astype(str)
+    if "dataset" in index and index["dataset"].nunique() > 1:
+        return index["dataset"].astype(str) + "/" + subj
+    return subj
+
+
 def _groups(index: pd.DataFrame, n_blocks: int) -> pd.Series:
     """A group key per window: its trial, or a contiguous block of a long single segment."""
     seg = index[_SEGMENT].astype(str).agg("/".join, axis=1)
@@ -126,9 +135,10 @@ def within_subject_split(index: pd.DataFrame, n_times: int, *, test_size: float 
     """
     check_positive("test_size", test_size)
     out = []
-    all_subjects = sorted(index["subject"].astype(str).unique(), key=_natural)
+    keys = subject_keys(index)
+    all_subjects = sorted(keys.unique(), key=_natural)
     for subj in subjects or all_subjects:
-        ids = np.flatnonzero((index["subject"].astype(str) == str(subj)).to_numpy())
+        ids = np.flatnonzero((keys == str(subj)).to_numpy())
         if len(ids) == 0:
             raise ValueError(f"Invalid value for the 'subjects' parameter: subject {subj!r} has "
                              f"no windows; subjects are {all_subjects}.")
@@ -156,13 +166,13 @@ def within_subject_split(index: pd.DataFrame, n_times: int, *, test_size: float 
 def subject_kfold(index: pd.DataFrame, k: int = 5, *, seed: int = 0,
                   val_size: float = 0.0) -> list[Split]:
     """Subject-wise k-fold: each subject is in the test fold exactly once."""
-    subjects = np.array(sorted(index["subject"].astype(str).unique(), key=_natural))
+    subj = subject_keys(index).to_numpy()
+    subjects = np.array(sorted(set(subj), key=_natural))
     if k < 2 or k > len(subjects):
         raise ValueError(f"Invalid value for the 'k' parameter: expected 2..{len(subjects)} "
                          f"(the number of subjects), got {k}.")
     rng = np.random.default_rng(seed)
     folds = np.array_split(subjects[rng.permutation(len(subjects))], k)
-    subj = index["subject"].astype(str).to_numpy()
     out = []
     for f, test_subjects in enumerate(folds):
         rest = np.setdiff1d(subjects, test_subjects)
@@ -179,8 +189,8 @@ def subject_kfold(index: pd.DataFrame, k: int = 5, *, seed: int = 0,
 
 def leave_one_subject_out(index: pd.DataFrame) -> list[Split]:
     """One split per subject: that subject is the test set, all others train."""
-    subjects = sorted(index["subject"].astype(str).unique(), key=_natural)
-    subj = index["subject"].astype(str).to_numpy()
+    subj = subject_keys(index).to_numpy()
+    subjects = sorted(set(subj), key=_natural)
     out = []
     for f, s in enumerate(subjects):
         test = np.flatnonzero(subj == s)

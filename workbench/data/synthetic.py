@@ -34,6 +34,7 @@ electroencephalographic independent component classifier. NeuroImage 198.
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import zlib
@@ -102,9 +103,9 @@ class SignalModel:
     theta_uv: float = 5.0
     beta_uv: float = 4.0
     effect_snr: float = 0.6          # effect-source std / background std in its band
-    class_strength: float = 0.7      # log-amplitude change per unit of the class pattern
+    class_strength: float = 0.65     # log-amplitude change per unit of the class pattern
     subject_strength_sd: float = 0.25  # log-normal spread of the strength across subjects
-    shared_pattern: float = 0.6      # weight of the dataset-wide pattern (rest: per subject)
+    shared_pattern: float = 0.7      # weight of the dataset-wide pattern (rest: per subject)
     band_swap_prob: float = 0.3      # chance that a subject expresses an effect in another band
     position_jitter: float = 0.1     # per-subject dipole displacement (head radius = 1)
     trial_jitter: float = 0.2        # log-amplitude noise of each effect per trial
@@ -209,10 +210,13 @@ def _colored(rng: np.random.Generator, shapes: np.ndarray, n: int) -> np.ndarray
 
     ``shapes`` is sampled at ``rfftfreq(_fft_len(n))``; the noise is cut to ``n`` samples.
     """
-    spec = np.empty(shapes.shape, np.complex64)  # float32 throughout: speed, not precision
-    spec.real = rng.standard_normal(shapes.shape, dtype=np.float32)
-    spec.imag = rng.standard_normal(shapes.shape, dtype=np.float32)
-    spec *= shapes
+    # complex Gaussian coefficients, drawn only for the bins that carry power (narrow-band
+    # sources need a few hundred of the ~10^4 bins); float32: speed, not precision
+    keep = shapes > 1e-3 * shapes.max(axis=-1, keepdims=True)  # (S, F)
+    k = int(keep.sum())
+    spec = np.zeros(shapes.shape, np.complex64)
+    spec[keep] = (rng.standard_normal(k, np.float32)
+                  + 1j * rng.standard_normal(k, np.float32)) * shapes[keep]
     x = sp_fft.irfft(spec, n=_fft_len(n), axis=-1)[:, :n]
     return x / np.maximum(x.std(axis=-1, keepdims=True), np.finfo(np.float32).tiny)
 
@@ -379,7 +383,7 @@ def _make_recording(spec: SyntheticDataset, subject: int, session: int, *, seed:
         "generator": "workbench.data.synthetic",
         "seed": seed, "n_trials_per_class": n_trials_per_class, "trial_s": trial_s,
         "gap_s": _GAP_S, "artifacts": artifacts, "signal_model": asdict(model),
-        "subject_params": params, "session_strength": strength, **meta_art,
+        "subject_params": copy.deepcopy(params), "session_strength": strength, **meta_art,
     }
     return Recording(data=data, sfreq=fs, ch_names=list(spec.ch_names), dataset=spec.name,
                      subject=f"{subject:02d}", session=str(session + 1), recording="0",

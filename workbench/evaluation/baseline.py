@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import signal
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -124,7 +125,7 @@ def band_features(X: np.ndarray, sfreq: float, kind: str = "de",
 
 
 class FeatureBaseline(ClassifierMixin, BaseEstimator):
-    """Band features -> StandardScaler -> logistic regression or RBF SVM.
+    """Band features -> StandardScaler -> logistic regression or RBF SVM (Platt probabilities).
 
     ``fit`` / ``predict`` / ``predict_proba`` take either windows (N, C, T), whose features are
     computed with ``sfreq``, ``kind``, ``bands`` and ``method``, or ready features (N, D).
@@ -141,7 +142,7 @@ class FeatureBaseline(ClassifierMixin, BaseEstimator):
         :data:`DEFAULT_BANDS` when omitted.
     method : ``"welch"`` | ``"filter"``
     random_state : int
-        Seed of the SVM's probability calibration.
+        Seed of the SVM.
     """
 
     def __init__(self, kind: str = "de", classifier: str = "logreg", C: float = 1.0,
@@ -170,7 +171,10 @@ class FeatureBaseline(ClassifierMixin, BaseEstimator):
         if self.classifier == "logreg":
             clf = LogisticRegression(C=self.C, max_iter=2000)
         else:
-            clf = SVC(C=self.C, probability=True, random_state=self.random_state)
+            # Platt-scaled probabilities (what SVC(probability=True), deprecated in
+            # scikit-learn 1.9, computes), from an internal 5-fold cross-validation
+            clf = CalibratedClassifierCV(SVC(C=self.C, random_state=self.random_state),
+                                         method="sigmoid", ensemble=False)
         return Pipeline([("scale", StandardScaler()), ("clf", clf)])
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> FeatureBaseline:

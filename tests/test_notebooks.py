@@ -1,0 +1,120 @@
+"""The whole smoke reproduction, executed by papermill, with the metrics each notebook records.
+
+One run of ``workbench reproduce --profile smoke`` (every notebook, every method) is shared by
+the tests below; each asserts what its notebook computed, not only that it ran.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from workbench.reproduce import discover_stages, reproduce
+
+pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    status = reproduce("smoke", run_dir=root / "run", figures_dir=root / "figures")
+    metrics = {p.stem: json.loads(p.read_text()) for p in (root / "run" / "metrics").glob("*.json")}
+    return {"status": status, "metrics": metrics, "root": root}
+
+
+def test_every_notebook_ran(smoke):
+    st = smoke["status"]
+    failed = st[st["status"] != "ok"]
+    assert failed.empty, failed[["notebook", "error", "executed_path"]].to_string()
+    stems = {n.split("__")[0] for n in st["notebook"]}
+    assert stems == set(discover_stages())
+    report = smoke["root"] / "figures" / "report.html"
+    assert report.exists() and "04_finetune__omfa" in report.read_text()
+
+
+def test_notebooks_are_committed_clean():
+    for nb in sorted(Path(__file__).resolve().parents[1].glob("notebooks/*.ipynb")):
+        data = json.loads(nb.read_text())
+        assert data["metadata"]["kernelspec"]["name"] == "python3", nb.name
+        params = [c for c in data["cells"] if "parameters" in c["metadata"].get("tags", [])]
+        assert len(params) == 1, nb.name
+        for cell in data["cells"]:
+            if cell["cell_type"] == "code":
+                assert not cell.get("outputs") and cell.get("execution_count") is None, nb.name
+
+
+def test_data_notebook(smoke):
+    m = smoke["metrics"]["00_data"]
+    assert m["ucs_size"] == 62 and m["intersection_size"] == 14
+    assert min(v for k, v in m.items() if k.startswith("windows_")) > 100
+
+
+def test_baselines_notebook(smoke):
+    m = smoke["metrics"]["02_baselines"]
+    chance = {"syn_seed": 1 / 3, "syn_deap": 0.5, "syn_dreamer": 0.5}
+    for d, c in chance.items():
+        assert m[f"within_subject_accuracy_{d}"] > c + 0.1
+        assert m[f"within_subject_accuracy_{d}"] > m[f"cross_subject_accuracy_{d}"]
+
+
+@pytest.mark.parametrize("method", ["omfa", "eegm2"])
+def test_pretraining_loss_falls(smoke, method):
+    m = smoke["metrics"][f"03_pretrain__{method}"]
+    assert m["loss_last"] < 0.8 * m["loss_first"]
+    assert m["samples_per_s"] > 0
+
+
+@pytest.mark.parametrize("method", ["omfa", "eegm2"])
+def test_finetune_notebook(smoke, method):
+    m = smoke["metrics"][f"04_finetune__{method}"]
+    assert 0 <= m["accuracy"] <= 1 and 0 <= m["scratch_accuracy"] <= 1
+    assert m["baseline_accuracy"] > 0.6
+    assert m["n_subjects"] == 2
+
+
+def test_ablation_notebooks(smoke):
+    omfa = smoke["metrics"]["05_ablations__omfa"]
+    assert set(omfa) == {f"accuracy_{v}" for v in
+                         ["art_gat", "nograph", "gcn", "fixed_patch", "scratch"]}
+    eegm2 = smoke["metrics"]["05_ablations__eegm2"]
+    assert set(eegm2) == {f"accuracy_{v}" for v in ["eegm2", "s1", "s2", "s3", "s4", "s5"]}
+    assert all(0 <= v <= 1 for v in [*omfa.values(), *eegm2.values()])
+
+
+@pytest.mark.parametrize("method", ["omfa", "eegm2"])
+def test_embedding_notebook(smoke, method):
+    m = smoke["metrics"][f"06_embeddings__{method}"]
+    for key in ("ari_pre-trained", "nmi_pre-trained", "ari_scratch", "nmi_scratch"):
+        assert -1 <= m[key] <= 1
+
+
+def test_gat_connectivity_notebook(smoke):
+    m = smoke["metrics"]["07_gat_connectivity"]
+    n_edges = math.ceil(0.15 * 32 * 31 / 2)  # top 15 % of the 32-channel graph
+    assert m["edges_class0"] == m["edges_class1"] == n_edges
+    assert m["n_test_windows"] > 0
+
+
+def test_efficiency_notebook(smoke):
+    m = smoke["metrics"]["08_efficiency"]
+    # linear-cost EEGM2 grows its memory no faster than the length; attention (S5) grows faster
+    assert m["memory_ratio_eegm2"] <= 1.5 * m["length_ratio_eegm2"]
+    assert m["memory_ratio_s5"] > m["memory_ratio_eegm2"]
+
+
+def test_reconstruction_notebook(smoke):
+    m = smoke["metrics"]["09_reconstruction"]
+    assert m["mean_corr"] > 0.3
+
+
+def test_figures_exported(smoke):
+    figs = smoke["root"] / "figures"
+    manifest = json.loads((figs / "manifest.json").read_text())
+    assert len(manifest) >= 30
+    for name in ["00_data__ucs_membership", "07_gat_connectivity__connectivity_class0",
+                 "08_efficiency__time_memory_vs_length", "04_finetune__omfa__accuracy"]:
+        assert (figs / f"{name}.png").exists(), name
+        assert (figs / f"{name}.csv").exists(), name
