@@ -318,3 +318,25 @@ def test_ica_iclabel_removes_blinks():
          "other"))))
     assert rep_all.excluded == []
     np.testing.assert_allclose(keep_all.data, noica.data, atol=1e-3 * np.abs(noica.data).max())
+
+
+def test_viz_tables_and_figures(dreamer, tmp_path):
+    from workbench.data import preprocess_viz as pv
+
+    t = pd.DataFrame({"stage": ["raw"] * 3 + ["cleaned"] * 3, "freq": [49.0, 50.0, 51.0] * 2,
+                      "psd": [10.0] * 3 + [1.0] * 3})
+    assert pv.band_reduction_db(t, 49, 51) == pytest.approx(10.0)
+    res = run_pipeline(dreamer[:1], cfg="minimal", out_dir=tmp_path)
+    key = dreamer[0].key
+    assert pv.original_recording(res, key, dreamer) is dreamer[0]
+    spec = pv.spectra_table(dreamer[0], res.cleaned(key))
+    assert pv.band_reduction_db(spec, 55, 64) > 20  # the 45 Hz low-pass
+    assert abs(pv.band_reduction_db(spec, 8, 12)) < 3
+    assert pv.excluded_table(res).empty and pv.report_table(res)["key"].tolist() == [key]
+    table = pd.DataFrame({"component": [0, 1, 2], "label": ["brain", "eye blink", "other"],
+                          "probability": [0.9, 0.8, 0.5], "excluded": [False, True, True]})
+    maps = np.random.default_rng(0).standard_normal((14, 3))
+    fig = pv.plot_components(maps, dreamer[0].ch_names, table)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["IC0: brain 0.90 (kept)", "IC1: eye blink 0.80 (excluded)",
+                      "IC2: other 0.50 (excluded)"]

@@ -115,7 +115,7 @@ def test_profile_sections_and_parameter_precedence(project, tmp_path):
 def test_shipped_profiles(name):
     assert name in reproduce.list_profiles()
     default = reproduce.load_profile(name)["default"]
-    assert default == {"profile": name, "device": "auto", "seed": 42}
+    assert default == {"profile": name, "device": "auto", "seed": 42, "interactive": False}
 
 
 def test_profile_errors(tmp_path):
