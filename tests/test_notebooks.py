@@ -118,3 +118,11 @@ def test_figures_exported(smoke):
                  "08_efficiency__time_memory_vs_length", "04_finetune__omfa__accuracy"]:
         assert (figs / f"{name}.png").exists(), name
         assert (figs / f"{name}.csv").exists(), name
+
+
+def test_preprocess_notebook(smoke):
+    m = smoke["metrics"]["01_preprocess"]
+    assert m["n_failures"] == 0 and m["n_recordings"] == 2
+    assert m["recordings_with_blink_excluded"] >= 1  # ICLabel found the synthetic blinks
+    assert 0 < m["n_excluded"] < m["n_components"]
+    assert m["cached_rerun_all_from_cache"] is True

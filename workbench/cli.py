@@ -150,11 +150,14 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _cmd_preprocess(args: argparse.Namespace) -> int:
     fn = _lazy("workbench.data.preprocess", "run_pipeline", "preprocess")
     kw = {k: v for k, v in {"dataset": args.dataset, "data_path": args.data_path,
-                            "recipe": args.recipe, "out": args.out,
+                            "cfg": args.recipe, "out_dir": args.out,
                             "n_jobs": args.n_jobs}.items() if v is not None}
     result = fn(**kw)
-    if result is not None:
-        print(result)
+    print(result.reports.to_string(index=False) if len(result.reports) else "no recordings")
+    print(f"store: {result.store}")
+    if len(result.failures):
+        _err(f"{len(result.failures)} recording(s) failed:\n{result.failures.to_string()}")
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -230,10 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_cmd_data)
 
     pre = sub.add_parser("preprocess", help="run the preprocessing pipeline into a window store")
-    pre.add_argument("--dataset", required=True)
+    pre.add_argument("--dataset", required=True, help="a reader name (see docs/datasets.md)")
     pre.add_argument("--data-path")
-    pre.add_argument("--recipe")
-    pre.add_argument("--out")
+    pre.add_argument("--recipe", help="omfa, stelar, trace, eegm2 or minimal")
+    pre.add_argument("--out", help="folder of the resulting WindowStore")
     pre.add_argument("--n-jobs", type=int)
     pre.set_defaults(func=_cmd_preprocess)
 

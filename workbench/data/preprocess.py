@@ -355,7 +355,8 @@ def iclabel_table(det, ica, cfg: PreprocessConfig) -> pd.DataFrame:
     table.insert(0, "component", np.arange(len(top)))
     table.insert(1, "label", [ICLABEL_CLASSES[k] for k in top])
     table.insert(2, "probability", probs[np.arange(len(top)), top])
-    cand = (~table["label"].isin(cfg.keep_classes)) & (table["probability"] >= cfg.exclude_threshold)
+    cand = ~table["label"].isin(cfg.keep_classes) & (table["probability"]
+                                                    >= cfg.exclude_threshold)
     cap = int(np.floor(cfg.max_exclude_frac * len(table)))
     if cand.sum() > cap:  # keep the most confident non-kept components only
         order = table[cand].sort_values("probability", ascending=False).index[:cap]
