@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,15 @@ pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     root = tmp_path_factory.mktemp("smoke")
-    status = reproduce("smoke", run_dir=root / "run", figures_dir=root / "figures")
+    old = os.environ.get("WORKBENCH_CACHE")
+    os.environ["WORKBENCH_CACHE"] = str(root / "cache")  # inherited by the kernels
+    try:
+        status = reproduce("smoke", run_dir=root / "run", figures_dir=root / "figures")
+    finally:
+        if old is None:
+            os.environ.pop("WORKBENCH_CACHE")
+        else:
+            os.environ["WORKBENCH_CACHE"] = old
     metrics = {p.stem: json.loads(p.read_text()) for p in (root / "run" / "metrics").glob("*.json")}
     return {"status": status, "metrics": metrics, "root": root}
 
@@ -78,7 +87,8 @@ def test_finetune_notebook(smoke, method):
 def test_ablation_notebooks(smoke):
     omfa = smoke["metrics"]["05_ablations__omfa"]
     assert set(omfa) == {f"accuracy_{v}" for v in
-                         ["art_gat", "nograph", "gcn", "fixed_patch", "scratch"]}
+                         ["art_gat", "nograph", "gcn", "fixed_patch", "scratch"]} | {
+        "transfer_accuracy_intersection", "transfer_accuracy_ucs"}
     eegm2 = smoke["metrics"]["05_ablations__eegm2"]
     assert set(eegm2) == {f"accuracy_{v}" for v in ["eegm2", "s1", "s2", "s3", "s4", "s5"]}
     assert all(0 <= v <= 1 for v in [*omfa.values(), *eegm2.values()])

@@ -60,19 +60,21 @@ class PretrainResult:
 
 def pretrain(method: str | Method, stores: Sequence[WindowStore], *, out_dir: str | Path,
              profile: str | Profile = "smoke", variant: str | None = None, seed: int = 42,
-             device: str = "auto", resume: bool = True, val_fraction: float = 0.1
-             ) -> PretrainResult:
+             device: str = "auto", resume: bool = True, val_fraction: float = 0.1,
+             vocab: ChannelVocabulary | None = None) -> PretrainResult:
     """Pre-train ``method`` on the windows of ``stores`` (several datasets at once).
 
     ``val_fraction`` of the windows (whole subjects are not needed: pre-training is
-    label-free) are held out to report a validation loss.
+    label-free) are held out to report a validation loss. ``vocab`` is the channel schema
+    (default: the UCS of the stores); methods that model single channels pre-train only on
+    the channels it holds.
     """
     m, prof = _method(method), _profile(profile)
     variant = variant or m.default_variant
     m.variant(variant)
     out_dir = Path(out_dir)
     cfg = dataclasses.replace(m.pretrain_config(prof), seed=seed, progress=prof.progress)
-    vocab = m.vocabulary(stores)
+    vocab = vocab or m.vocabulary(stores)
     vocab.save(out_dir / "vocab.json")
     rng = np.random.default_rng(seed)
     train_idx, val_idx = [], []
@@ -354,6 +356,39 @@ def ablation_study(method: str | Method, pretrain_stores: Sequence[WindowStore],
         tables.append(res.results)
     table = pd.concat(tables, ignore_index=True)
     table.to_csv(out_dir / "ablations.csv", index=False)
+    return table
+
+
+def cross_dataset_transfer(method: str | Method, pretrain_stores: Sequence[WindowStore],
+                           store: WindowStore, *, out_dir: str | Path,
+                           profile: str | Profile = "smoke",
+                           schemas: Sequence[str] = ("intersection", "ucs"),
+                           seeds: Sequence[int] = (42,), device: str = "auto") -> pd.DataFrame:
+    """Pre-train on ``pretrain_stores``, fine-tune within-subject on ``store``, once per channel
+    schema: ``"ucs"`` (the union of all datasets' channels) or ``"intersection"`` (only the
+    channels every dataset has, in pre-training and fine-tuning). One Model for All, Table I.
+    """
+    m, prof = _method(method), _profile(profile)
+    out_dir = Path(out_dir)
+    names = [s.ch_names for s in [*pretrain_stores, store]]
+    tables = []
+    for schema in schemas:
+        if schema == "ucs":
+            vocab = ChannelVocabulary.union(*names)
+        elif schema == "intersection":
+            vocab = ChannelVocabulary.intersection(*names)
+        else:
+            raise ValueError(f"Invalid value for the 'schemas' parameter: expected 'ucs' or "
+                             f"'intersection', got {schema!r}.")
+        pre = pretrain(m, pretrain_stores, out_dir=out_dir / f"pretrain-{schema}", profile=prof,
+                       seed=seeds[0], device=device, vocab=vocab)
+        channels = [c for c in store.ch_names if c in vocab]
+        res = finetune(m, store, out_dir=out_dir / f"finetune-{schema}", profile=prof,
+                       pretrained=pre.out_dir, seeds=seeds, device=device, channels=channels)
+        tables.append(res.results.assign(schema=schema, n_channels=len(channels),
+                                          vocab_size=len(vocab)))
+    table = pd.concat(tables, ignore_index=True)
+    table.to_csv(out_dir / "transfer.csv", index=False)
     return table
 
 

@@ -24,12 +24,6 @@ from ..channels import ChannelVocabulary, rate_index
 from .store import WindowStore
 
 
-def _channel_ids(store: WindowStore, vocab: ChannelVocabulary | None) -> np.ndarray:
-    if vocab is None:
-        return np.arange(len(store.ch_names), dtype=np.int64)
-    return vocab.ids(store.ch_names)
-
-
 class WindowDataset(Dataset):
     """Multichannel windows of one store.
 
@@ -88,15 +82,29 @@ class WindowDataset(Dataset):
 
 
 class SingleChannelDataset(Dataset):
-    """Every (window, channel) pair of one store as a univariate sample ``x`` (1, T)."""
+    """Every (window, channel) pair of one store as a univariate sample ``x`` (1, T).
+
+    ``channels`` restricts the view to some channels (e.g. a channel intersection).
+    """
 
     def __init__(self, store: WindowStore, indices: Sequence[int] | None = None,
-                 vocab: ChannelVocabulary | None = None):
+                 vocab: ChannelVocabulary | None = None, channels: Sequence[str] | None = None):
         self.store = store
         self.indices = (np.arange(len(store), dtype=np.int64) if indices is None
                         else np.asarray(indices, dtype=np.int64))
-        self.n_chans = len(store.ch_names)
-        self.ch_ids = _channel_ids(store, vocab)
+        names = store.ch_names
+        if channels is None:
+            self.channel_idx = np.arange(len(names))
+        else:
+            pos = {n: i for i, n in enumerate(names)}
+            missing = [c for c in channels if c not in pos]
+            if missing:
+                raise ValueError(f"Channels {missing} are not in store {store.root} ({names}).")
+            self.channel_idx = np.array([pos[c] for c in channels], dtype=np.int64)
+        self.n_chans = len(self.channel_idx)
+        kept = [names[i] for i in self.channel_idx]
+        self.ch_ids = (np.arange(len(kept), dtype=np.int64) if vocab is None
+                       else vocab.ids(kept))
         self.rate_id = rate_index(store.sfreq)
 
     def __len__(self) -> int:
@@ -108,10 +116,10 @@ class SingleChannelDataset(Dataset):
     def __getitems__(self, items: Sequence[int]) -> dict[str, torch.Tensor]:
         items = np.sort(np.asarray(items, dtype=np.int64))
         win = self.indices[items // self.n_chans]
-        ch = items % self.n_chans
+        ch = items % self.n_chans  # position among the kept channels
         uniq, inv = np.unique(win, return_inverse=True)
         block = self.store.get(uniq)  # (U, C, T)
-        x = block[inv, ch][:, None, :]  # (B, 1, T)
+        x = block[inv, self.channel_idx[ch]][:, None, :]  # (B, 1, T)
         b = len(items)
         return {"x": torch.from_numpy(np.ascontiguousarray(x)),
                 "y": torch.from_numpy(self.store.labels[win]),

@@ -41,6 +41,8 @@ class Method:
     #: The paper's reported numbers: {variant: {dataset: value}} and what they measure.
     paper_results: dict[str, dict[str, float]] = {}
     paper_metric: str = "accuracy"
+    #: Cross-dataset transfer results of the paper by channel schema ("ucs", "intersection").
+    transfer_results: dict[str, float] = {}
 
     # ------------------------------------------------------------------ helpers
     def variant(self, name: str | None) -> dict[str, Any]:

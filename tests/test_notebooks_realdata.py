@@ -1,0 +1,55 @@
+"""The stage notebooks on real recordings, selected by parameters alone (papermill).
+
+One Model for All on eegmat (rest vs mental arithmetic) and EEGMMIDB S001 (imagined left vs
+right fist); EEGM2 pre-trained briefly and probed on the UCI eye-state recording and on eegmat.
+Skipped when ``../shared/data`` is absent.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import papermill as pm
+import pytest
+
+pytestmark = [pytest.mark.realdata, pytest.mark.notebooks, pytest.mark.slow]
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def _run(stem: str, tmp: Path, **params) -> dict:
+    run_dir = tmp / "run"
+    params = {"profile": "smoke", "run_dir": str(run_dir), "figures_dir": str(tmp / "figures"),
+              "interactive": False, "run_name": stem, **params}
+    pm.execute_notebook(str(NOTEBOOKS / f"{stem}.ipynb"), str(tmp / f"{stem}.ipynb"),
+                        parameters=params, kernel_name="python3", progress_bar=False,
+                        cwd=str(NOTEBOOKS.parent))
+    return json.loads((run_dir / "metrics" / f"{stem}.json").read_text())
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))  # inherited by the kernels
+    return tmp_path
+
+
+@pytest.mark.parametrize("dataset,folder", [("eegmat", "eegmat"), ("eegmmidb", "eegmmidb")])
+def test_omfa_notebooks_on_real_data(dataset, folder, shared_data, cache):
+    path = str(shared_data / folder)
+    common = {"method": "omfa", "data_path": path, "recipe": "minimal"}
+    pre = _run("03_pretrain", cache, datasets=[dataset], **common)
+    assert pre["loss_last"] < pre["loss_first"]
+    ft = _run("04_finetune", cache, dataset=dataset, scratch_variant="", **common)
+    assert ft["n_subjects"] == (2 if dataset == "eegmat" else 1)
+    assert 0 <= ft["balanced_accuracy"] <= 1 and 0 <= ft["baseline_balanced_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("dataset,folder", [("uci_eye_state", "uci_eye_state"),
+                                            ("eegmat", "eegmat")])
+def test_eegm2_pretrains_and_probes_above_chance(dataset, folder, shared_data, cache):
+    common = {"method": "eegm2", "data_path": str(shared_data / folder)}
+    pre = _run("03_pretrain", cache, datasets=[dataset], **common)
+    assert pre["loss_last"] < pre["loss_first"]
+    ft = _run("04_finetune", cache, dataset=dataset, scratch_variant="", mode="probe", **common)
+    assert ft["balanced_accuracy"] > 0.55, ft
