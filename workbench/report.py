@@ -539,7 +539,11 @@ def build_report(run_dir: str | os.PathLike, figures_dir: str | os.PathLike = "f
 
     notebooks = list(dict.fromkeys(status["notebook"].astype(str)))
     extra = set(metrics) | set(params) | {e["notebook"] for e in figures if e.get("notebook")}
-    extra |= {t.stem.split("__", 1)[0] for t in tables if "__" in t.stem}
+    known = set(notebooks) | extra
+    for t in tables:  # a table belongs to the longest known run name that prefixes it
+        owners = [n for n in known if t.stem.startswith(f"{n}__")]
+        if not owners and "__" in t.stem:
+            extra.add(t.stem.split("__", 1)[0])
     notebooks += sorted(extra - set(notebooks))
     rows = {str(r["notebook"]): r for r in status.to_dict("records")}
 

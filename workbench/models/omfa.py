@@ -147,8 +147,10 @@ class ARTEncoder(nn.Module):
         The ART tokenizer or the Fixed-Patch ablation.
     conv_channels, kernels : sequence of int
         Conv stack of the adaptive tokenizer (**our default** (32, 64, 128) and (7, 5, 3)).
-    norm : {"group", "batch"}
-        Normalisation in the conv stack.
+    norm : {"batch", "group"}
+        Normalisation in the conv stack (**our default** BatchNorm: GroupNorm normalises each
+        single-channel sequence on its own and so discards its absolute amplitude, the band
+        power that emotion EEG is classified by; with GroupNorm the smoke fine-tuning did not fit).
     patch_size : int
         Samples per patch of the fixed tokenizer (16).
     remainder : {"pad", "drop", "error"}
@@ -186,7 +188,7 @@ class ARTEncoder(nn.Module):
         tokenizer: str = "adaptive",
         conv_channels: Sequence[int] = (32, 64, 128),
         kernels: Sequence[int] = (7, 5, 3),
-        norm: str = "group",
+        norm: str = "batch",
         patch_size: int = 16,
         remainder: str = "pad",
         max_tokens: int = 128,
