@@ -32,14 +32,6 @@ from workbench.training import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class CkptMLP(nn.Module):
     def __init__(self, hidden: int = 8, n_outputs: int = 3):
         super().__init__()

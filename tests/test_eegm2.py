@@ -27,14 +27,6 @@ VARIANTS = ["eegm2", "eegm2_light", "eegm2_s1", "eegm2_s2", "eegm2_s3", "eegm2_s
 RECON_VARIANTS = [v for v in VARIANTS if v != "eegm2_light"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Many small ops: on a shared 2-core machine two intra-op threads make them ~30x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

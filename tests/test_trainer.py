@@ -33,14 +33,6 @@ from workbench.training import (
 N_CLASSES = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: one thread is several times faster than two on a shared, loaded CPU.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # ----------------------------------------------------------------------------- fixtures
 class TinyNet(nn.Module):
