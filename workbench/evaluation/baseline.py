@@ -252,19 +252,26 @@ def within_subject(X: np.ndarray, index: pd.DataFrame, sfreq: float, *, kind: st
         n_test`` and the metrics of :func:`workbench.evaluation.metrics.classification_metrics`.
     """
     feats, index, n_times = _prepare(X, index, sfreq, kind, bands, method, n_times)
-    model_kw = {"kind": kind, "classifier": classifier, "C": C}
+    return _run_protocol(
+        feats, index, "within_subject", seeds, {"kind": kind, "classifier": classifier, "C": C},
+        lambda sub, seed: within_subject_split(sub, n_times, test_size=test_size, seed=seed))
+
+
+def _run_protocol(feats: np.ndarray, index: pd.DataFrame, protocol: str, seeds: Sequence[int],
+                  model_kw: dict, make_splits) -> pd.DataFrame:
+    """Fit and score the baseline on every split ``make_splits(dataset_index, seed)`` of every
+    dataset in ``index``; one row per dataset, split and seed."""
     y = index["label"].to_numpy()
     rows = []
     for ds, sub in index.groupby("dataset", sort=True):
         ids = sub.index.to_numpy()
         labels = sorted(sub["label"].unique().tolist())
         for seed in seeds:
-            for split in within_subject_split(sub.reset_index(drop=True), n_times,
-                                              test_size=test_size, seed=seed):
+            for split in make_splits(sub.reset_index(drop=True), seed):
                 split = Split(ids[split.train], ids[split.test], name=split.name,
                               subject=split.subject)
                 rows.append({"dataset": ds, "subject": split.subject, "seed": seed,
-                             "protocol": "within_subject",
+                             "protocol": protocol,
                              **_evaluate(feats, y, split, labels, model_kw, seed)})
     return pd.DataFrame(rows)
 
@@ -278,17 +285,6 @@ def cross_subject(X: np.ndarray, index: pd.DataFrame, sfreq: float, *, kind: str
     Same arguments and table as :func:`within_subject`; ``subject`` is the held-out subject.
     """
     feats, index, _ = _prepare(X, index, sfreq, kind, bands, method, n_times)
-    model_kw = {"kind": kind, "classifier": classifier, "C": C}
-    y = index["label"].to_numpy()
-    rows = []
-    for ds, sub in index.groupby("dataset", sort=True):
-        ids = sub.index.to_numpy()
-        labels = sorted(sub["label"].unique().tolist())
-        for seed in seeds:
-            for split in leave_one_subject_out(sub.reset_index(drop=True)):
-                split = Split(ids[split.train], ids[split.test], name=split.name,
-                              subject=split.subject)
-                rows.append({"dataset": ds, "subject": split.subject, "seed": seed,
-                             "protocol": "cross_subject",
-                             **_evaluate(feats, y, split, labels, model_kw, seed)})
-    return pd.DataFrame(rows)
+    return _run_protocol(feats, index, "cross_subject", seeds,
+                         {"kind": kind, "classifier": classifier, "C": C},
+                         lambda sub, seed: leave_one_subject_out(sub))
