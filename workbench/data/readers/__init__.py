@@ -150,6 +150,17 @@ def _check_options(name: str, reader, options: dict) -> None:
         raise TypeError(f"{name}: unknown option(s) {bad}; this reader accepts {allowed}.")
 
 
+def _plan(name: str, path: str | os.PathLike, on_error: str, on_rate_mismatch: str,
+          subjects: Iterable[Any] | None, options: dict[str, Any]):
+    """Check the arguments and list the files to read: ``(reader, files, subjects)``."""
+    check_option("on_error", on_error, ("skip", "raise"))
+    check_option("on_rate_mismatch", on_rate_mismatch, ("warn", "raise"))
+    reader = get_reader(name)
+    _check_options(name, reader, options)
+    subjects = None if subjects is None else list(subjects)
+    return reader, _select(reader, reader.list_files(Path(path), **options), subjects), subjects
+
+
 def iter_dataset(name: str, path: str | os.PathLike, *, on_error: str = "skip",
                  subjects: Iterable[Any] | None = None, on_rate_mismatch: str = "warn",
                  failures: list[dict] | None = None, **options: Any) -> Iterator[Recording]:
@@ -179,12 +190,7 @@ def iter_dataset(name: str, path: str | os.PathLike, *, on_error: str = "skip",
     **options
         Passed to the reader's ``list_files`` and ``read_file`` (e.g. ``task="4class"``).
     """
-    check_option("on_error", on_error, ("skip", "raise"))
-    check_option("on_rate_mismatch", on_rate_mismatch, ("warn", "raise"))
-    reader = get_reader(name)
-    _check_options(name, reader, options)
-    subjects = None if subjects is None else list(subjects)
-    files = _select(reader, reader.list_files(Path(path), **options), subjects)
+    reader, files, subjects = _plan(name, path, on_error, on_rate_mismatch, subjects, options)
     return _read_files(name, reader, files, on_error=on_error, subjects=subjects,
                        on_rate_mismatch=on_rate_mismatch,
                        failures=failures if failures is not None else [], options=options)
@@ -233,12 +239,7 @@ def read_dataset(name: str, path: str | os.PathLike, *, on_error: str = "skip",
     See :func:`iter_dataset` for the parameters. Returns a :class:`ReadResult` with the
     recordings and a ``failures`` table (``file``, ``error``).
     """
-    check_option("on_error", on_error, ("skip", "raise"))
-    check_option("on_rate_mismatch", on_rate_mismatch, ("warn", "raise"))
-    reader = get_reader(name)
-    _check_options(name, reader, options)
-    subjects = None if subjects is None else list(subjects)
-    files = _select(reader, reader.list_files(Path(path), **options), subjects)
+    reader, files, subjects = _plan(name, path, on_error, on_rate_mismatch, subjects, options)
     failures: list[dict] = []
     recs = list(_read_files(name, reader, files, on_error=on_error, subjects=subjects,
                             on_rate_mismatch=on_rate_mismatch, failures=failures,
