@@ -3,7 +3,7 @@
 Prints, in one run on the same input, samples per second of one training step (forward,
 backward, ``AdamW.step``) of
 
-* ours: ``create_model("art_encoder", "paper")``: adaptive tokenizer (3 Conv1d + GroupNorm +
+* ours: ``create_model("art_encoder", "paper")``: adaptive tokenizer (3 Conv1d + BatchNorm +
   GELU, ``AdaptiveAvgPool1d(16)``, Linear to 128) + ``E_pos`` + ``E_chan`` + ``E_rate`` + 3
   post-norm layers (d_model 128, 8 heads, FFN 256, GELU) + mean over the 16 tokens;
 * plain: the *same* tokenizer (an identical copy: same weights) feeding a plain

@@ -1,6 +1,8 @@
 """The method-agnostic drivers on a tiny synthetic corpus: every registered method pre-trains
 (loss falls), fine-tunes or probes under the leakage-free protocol, and its variants build."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -84,3 +86,54 @@ def test_paper_comparison_table():
     assert out.loc["art_gat", "ours_mean"] == pytest.approx(85.0)
     assert out.loc["art_gat", "paper_DEAP"] == pytest.approx(93.69)
     assert out.loc["gcn", "paper_DEAP"] == pytest.approx(71.50)
+
+
+@pytest.mark.slow
+def test_run_folders_are_reused_only_for_identical_settings(cache, tmp_path, caplog):
+    store = _store("omfa", "syn_dreamer", cache)
+    pre = experiments.pretrain("omfa", [store], out_dir=tmp_path / "pre", profile=TINY, seed=0)
+    ckpt = pre.checkpoint.read_bytes()
+    # same settings: reused from the folder itself or from `reuse`, nothing retrained
+    again = experiments.pretrain("omfa", [store], out_dir=tmp_path / "pre", profile=TINY, seed=0)
+    assert again.seconds == pre.seconds and pre.checkpoint.read_bytes() == ckpt
+    other = experiments.pretrain("omfa", [store], out_dir=tmp_path / "own", profile=TINY,
+                                 seed=0, reuse=tmp_path / "pre")
+    assert other.out_dir == tmp_path / "pre" and not (tmp_path / "own").exists()
+    # other settings: `reuse` is ignored and a folder of other settings is retrained
+    longer = dataclasses.replace(TINY, pretrain_epochs=4)
+    res = experiments.pretrain("omfa", [store], out_dir=tmp_path / "own", profile=longer,
+                               seed=0, reuse=tmp_path / "pre")
+    assert res.out_dir == tmp_path / "own" and len(res.history) == 4
+    assert pre.checkpoint.read_bytes() == ckpt
+    with caplog.at_level("WARNING", logger="workbench"):
+        res = experiments.pretrain("omfa", [store], out_dir=tmp_path / "own", profile=TINY,
+                                   seed=0)
+    assert len(res.history) == 3 and "other settings (train_config differ)" in caplog.text
+
+    # fine-tuning: reused only from the same pre-trained checkpoint
+    ft = experiments.finetune("omfa", store, out_dir=tmp_path / "ft", profile=TINY,
+                              pretrained=pre.out_dir, seeds=[0])
+    table = experiments.ablation_study(
+        "omfa", [store], store, out_dir=tmp_path / "abl", profile=TINY, seeds=[0],
+        variants=["art_gat", "nograph"], reuse_pretrained={"adaptive": tmp_path / "pre"},
+        reuse_finetuned=tmp_path / "ftroot")
+    assert not (tmp_path / "abl" / "pretrain-adaptive").exists()
+    assert (tmp_path / "abl" / "finetune-art_gat").exists()  # ftroot/art_gat does not exist
+    (tmp_path / "ftroot").mkdir()
+    (tmp_path / "ft").rename(tmp_path / "ftroot" / "art_gat")
+    table2 = experiments.ablation_study(
+        "omfa", [store], store, out_dir=tmp_path / "abl2", profile=TINY, seeds=[0],
+        variants=["art_gat"], reuse_pretrained={"adaptive": tmp_path / "pre"},
+        reuse_finetuned=tmp_path / "ftroot")
+    own = tmp_path / "abl2" / "finetune-art_gat"
+    assert (own / "results.csv").exists() and not list(own.glob("seed*"))  # nothing trained
+    pd.testing.assert_frame_equal(table2, ft.results)
+    # a reused folder lacking a requested seed is not used (nor written to)
+    experiments.ablation_study(
+        "omfa", [store], store, out_dir=tmp_path / "abl3", profile=TINY, seeds=[0, 1],
+        variants=["art_gat"], reuse_pretrained={"adaptive": tmp_path / "pre"},
+        reuse_finetuned=tmp_path / "ftroot")
+    assert list((tmp_path / "abl3" / "finetune-art_gat").glob("seed*"))
+    assert not (tmp_path / "ftroot" / "art_gat" / "seed1").exists()
+    assert np.allclose(table.loc[table["variant"] == "art_gat", "accuracy"],
+                       ft.results["accuracy"])

@@ -233,6 +233,22 @@ def test_completed_run_is_not_retrained(tmp_path):
         assert torch.equal(v, before[k])
 
 
+def test_early_stopping_stops_and_stays_stopped(tmp_path):
+    train, val = loaders()
+    cfg = cfg_for(epochs=10, lr=0.0, early_stopping=2)  # lr 0: val_loss never improves
+    hist = Trainer(make_model(), CEObjective(), cfg, tmp_path).fit(train, val)
+    assert hist["epoch"].tolist() == [1, 2, 3]
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 3
+    events = [json.loads(line)["event"] for line in open(tmp_path / "metrics.jsonl")]
+    assert events[-1] == "early_stop"
+    obj = CEObjective()  # resuming the stopped run trains nothing
+    assert len(Trainer(make_model(), obj, cfg, tmp_path).fit(train, val)) == 3
+    assert obj.calls == 0
+    # without a validation loader there is nothing to monitor: all epochs run
+    hist = Trainer(make_model(), CEObjective(), replace(cfg, epochs=4), tmp_path / "noval").fit(train)
+    assert len(hist) == 4
+
+
 def test_resume_false_starts_afresh(tmp_path):
     train, val = loaders()
     Trainer(make_model(), CEObjective(), cfg_for(epochs=2), tmp_path).fit(train, val)

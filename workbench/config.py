@@ -132,6 +132,7 @@ class TrainConfig:
     monitor: str = "val_loss"
     monitor_mode: typing.Literal["min", "max"] = "min"
     keep_top_k: int = 1
+    early_stopping: int | None = None  # stop after this many epochs without a better monitor
     checkpoint_every: int = 1  # epochs
     seed: int = 42
     deterministic: bool = False
@@ -155,6 +156,7 @@ class Profile:
     synthetic_subjects: int = 4
     synthetic_sessions: int = 2
     synthetic_trials: int = 12  # per class and session
+    synthetic_trial_s: float = 10.0  # trial length (s) of the synthetic corpus
     pretrain_epochs: int = 3
     finetune_epochs: int = 6
     max_steps_per_epoch: int | None = 20
@@ -167,7 +169,8 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(),
     "paper": Profile(name="paper", preset="paper", max_subjects=None, synthetic_subjects=15,
-                     synthetic_sessions=3, synthetic_trials=40, pretrain_epochs=100,
+                     synthetic_sessions=3, synthetic_trials=40, synthetic_trial_s=30.0,
+                     pretrain_epochs=100,
                      finetune_epochs=100, max_steps_per_epoch=None, pretrain_batch_size=512,
                      finetune_batch_size=128, seeds=[42, 43, 44], num_workers=4, progress=True),
 }

@@ -27,7 +27,7 @@ from .data.store import WindowStore
 from .evaluation.metrics import aggregate, classification_metrics
 from .methods import Method, get_method
 from .training import Trainer, ensemble_predict_proba, load_checkpoint
-from .utils import atomic_write_json, get_device, get_logger, seed_everything
+from .utils import atomic_write_json, file_digest, get_device, get_logger, seed_everything
 
 log = get_logger("experiments")
 
@@ -38,6 +38,41 @@ def _method(method: str | Method) -> Method:
 
 def _profile(profile: str | Profile) -> Profile:
     return get_profile(profile) if isinstance(profile, str) else profile
+
+
+# ============================================================================ run folders
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _same_run(out_dir: Path, settings: dict[str, Any], finished: str) -> bool:
+    """Whether ``out_dir`` holds a finished run (file ``finished`` present) of ``settings``."""
+    path = out_dir / "settings.json"
+    return ((out_dir / finished).is_file() and path.is_file()
+            and json.loads(path.read_text()) == _jsonable(settings))
+
+
+def _claim_run_dir(out_dir: Path, settings: dict[str, Any]) -> bool:
+    """Record ``settings`` in ``out_dir/settings.json``; return whether a run there may resume.
+
+    A folder whose recorded settings differ (another model, data, schedule or pre-trained
+    checkpoint) is not resumed, since its checkpoints belong to another experiment: it is
+    trained afresh, with a warning.
+    """
+    settings = _jsonable(settings)
+    path = out_dir / "settings.json"
+    resume = True
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != settings:
+            changed = sorted(k for k in {*old, *settings} if old.get(k) != settings.get(k))
+            log.warning("%s holds a run with other settings (%s differ): training afresh.",
+                        out_dir, ", ".join(changed))
+            resume = False
+        else:
+            return True
+    atomic_write_json(path, settings)
+    return resume
 
 
 # ============================================================================ pre-training
@@ -61,21 +96,43 @@ class PretrainResult:
 def pretrain(method: str | Method, stores: Sequence[WindowStore], *, out_dir: str | Path,
              profile: str | Profile = "smoke", variant: str | None = None, seed: int = 42,
              device: str = "auto", resume: bool = True, val_fraction: float = 0.1,
-             vocab: ChannelVocabulary | None = None) -> PretrainResult:
+             vocab: ChannelVocabulary | None = None,
+             reuse: str | Path | None = None) -> PretrainResult:
     """Pre-train ``method`` on the windows of ``stores`` (several datasets at once).
 
     ``val_fraction`` of the windows (whole subjects are not needed: pre-training is
     label-free) are held out to report a validation loss. ``vocab`` is the channel schema
     (default: the UCS of the stores); methods that model single channels pre-train only on
     the channels it holds.
+
+    The run's settings (model, data, schedule, seed) are recorded in
+    ``out_dir/settings.json``. A finished run with the same settings is returned as it is; a
+    folder holding a run of other settings is trained afresh. ``reuse`` names another run
+    folder (e.g. the 03_pretrain notebook's) to use instead when it holds a finished run
+    with the same settings (nothing in it is retrained or changed).
     """
     m, prof = _method(method), _profile(profile)
     variant = variant or m.default_variant
     m.variant(variant)
-    out_dir = Path(out_dir)
     cfg = dataclasses.replace(m.pretrain_config(prof), seed=seed, progress=prof.progress)
     vocab = vocab or m.vocabulary(stores)
-    vocab.save(out_dir / "vocab.json")
+    seed_everything(seed)
+    model, spec, objective = m.build_pretrain(variant, prof.preset, vocab, stores)
+    settings = {
+        "kind": "pretrain", "method": m.name, "model_spec": spec, "seed": seed,
+        "stores": [str(s.root) for s in stores], "vocab": list(vocab.names),
+        "val_fraction": val_fraction,
+        "train_config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"}}
+    record = "pretrain.json"  # written when a run finishes
+    if reuse is not None and resume and _same_run(Path(reuse), settings, record):
+        out_dir = Path(reuse)
+    out_dir = Path(out_dir)
+    resume = _claim_run_dir(out_dir, settings) and resume
+    finished = resume and (out_dir / record).is_file()
+    if finished:
+        log.info("reusing the finished pre-training run in %s", out_dir)
+    if not finished:
+        vocab.save(out_dir / "vocab.json")
     rng = np.random.default_rng(seed)
     train_idx, val_idx = [], []
     for s in stores:
@@ -83,22 +140,29 @@ def pretrain(method: str | Method, stores: Sequence[WindowStore], *, out_dir: st
         n_val = max(1, int(round(val_fraction * len(s))))
         val_idx.append(np.sort(perm[:n_val]))
         train_idx.append(np.sort(perm[n_val:]))
-    seed_everything(seed)
-    model, spec, objective = m.build_pretrain(variant, prof.preset, vocab, stores)
     train = make_loader(m.pretrain_dataset(stores, vocab, train_idx), cfg.batch_size,
                         shuffle=True, seed=seed, drop_last=True, num_workers=cfg.num_workers)
     val = make_loader(m.pretrain_dataset(stores, vocab, val_idx), cfg.batch_size, shuffle=False)
     t0 = time.perf_counter()
     trainer = Trainer(model, objective, cfg, out_dir, device=device, model_spec=spec)
     history = trainer.fit(train, val, resume=resume)
+    if finished:
+        seconds = float(json.loads((out_dir / record).read_text())["seconds"])
+        return PretrainResult(m.name, variant, history, trainer.last_path, vocab, seconds, out_dir)
     seconds = time.perf_counter() - t0
     log.info("pre-trained %s/%s in %.1f s: loss %.4g -> %.4g", m.name, variant, seconds,
              history["loss"].iloc[0], history["loss"].iloc[-1])
-    atomic_write_json(out_dir / "pretrain.json", {
+    atomic_write_json(out_dir / record, {
         "method": m.name, "variant": variant, "seconds": seconds, "seed": seed,
         "stores": [str(s.root) for s in stores], "model_spec": spec,
         "train_config": dataclasses.asdict(cfg)})
     return PretrainResult(m.name, variant, history, trainer.last_path, vocab, seconds, out_dir)
+
+
+def _checkpoint_id(path: str | Path) -> str:
+    """Content digest of a pre-training run's checkpoint (its identity in run settings)."""
+    path = Path(path)
+    return file_digest(path / "last.pt" if path.is_dir() else path)
 
 
 def load_pretrained(path: str | Path) -> tuple[dict[str, torch.Tensor], ChannelVocabulary]:
@@ -138,7 +202,8 @@ def finetune(method: str | Method, store: WindowStore, *, out_dir: str | Path,
              pretrained: str | Path | None = None, seeds: Sequence[int] = (42,),
              subjects: Sequence[str] | None = None, device: str = "auto",
              mode: str | None = None, channels: Sequence[str] | None = None,
-             test_size: float = 0.2, val_size: float = 0.1) -> FinetuneResult:
+             test_size: float = 0.2, val_size: float = 0.1,
+             reuse: str | Path | None = None) -> FinetuneResult:
     """Within-subject fine-tuning (or probing) of ``method`` on ``store``.
 
     For each subject and seed: a leakage-free split (:func:`within_subject_split`: whole trials
@@ -148,10 +213,18 @@ def finetune(method: str | Method, store: WindowStore, *, out_dir: str | Path,
     With ``mode="probe"`` the pre-trained model is frozen and a linear model is fitted on its
     features (``m.features``) instead; ``mode="mlp"`` fits a two-hidden-layer MLP on them.
 
+    The run's settings (variant, mode, data, schedule, the pre-trained checkpoint's digest)
+    are recorded in ``out_dir/settings.json``; per-subject runs that finished with the same
+    settings are not retrained, and a folder of other settings is trained afresh.
+
     Parameters
     ----------
     channels : list of str, optional
         Use only these channels (e.g. a channel intersection for cross-dataset transfer).
+    reuse : path, optional
+        Another fine-tuning folder (e.g. the 04_finetune notebook's) whose per-subject runs
+        are used, not retrained, when it holds finished runs of the same settings for every
+        requested seed and subject; the tables are still written to ``out_dir``.
     """
     m, prof = _method(method), _profile(profile)
     variant = variant or m.default_variant
@@ -170,19 +243,38 @@ def finetune(method: str | Method, store: WindowStore, *, out_dir: str | Path,
     if vocab is None:
         vocab = m.vocabulary([store])
     n_classes = store.n_classes
+    settings = {
+        "kind": "finetune", "method": m.name, "variant": variant, "mode": mode,
+        "store": str(store.root), "preset": prof.preset,
+        "train_config": {k: v for k, v in dataclasses.asdict(m.finetune_config(prof)).items()
+                         if k != "progress"},
+        "pretrained": None if state is None else _checkpoint_id(pretrained),
+        "channels": None if channels is None else list(channels),
+        "test_size": test_size, "val_size": val_size}
+    # per-subject runs live under run_root: out_dir, or a matching finished folder (`reuse`)
+    # that holds every requested seed and subject; results are written to out_dir either way
+    run_root, resume = out_dir, True
+    if reuse is not None and _same_run(Path(reuse), settings, "results.csv"):
+        done = pd.read_csv(Path(reuse) / "results.csv", dtype={"subject": str})
+        done = set(zip(done["seed"], done["subject"]))
+        if {(s, sub) for s in seeds for sub in _subjects(store, prof, subjects)} <= done:
+            run_root = Path(reuse)
+            log.info("reusing the finished fine-tuning runs in %s", run_root)
+    if run_root == out_dir:
+        resume = _claim_run_dir(out_dir, settings)
     rows, preds = [], []
     for seed in seeds:
         splits = within_subject_split(store.index, store.n_times, test_size=test_size,
                                       val_size=val_size, seed=seed,
                                       subjects=_subjects(store, prof, subjects))
         for sp in splits:
-            run_dir = out_dir / f"seed{seed}" / f"subject{sp.subject}"
+            run_dir = run_root / f"seed{seed}" / f"subject{sp.subject}"
             if mode in ("probe", "mlp"):
                 probs, y, idx = _probe_split(m, store, sp, state, vocab, variant, prof, n_classes,
                                              device, channels, mlp=mode == "mlp")
             else:
                 probs, y, idx = _finetune_split(m, store, sp, state, vocab, variant, prof,
-                                                n_classes, seed, device, run_dir, channels)
+                                                n_classes, seed, device, run_dir, channels, resume)
             met = classification_metrics(y, probs, labels=list(range(n_classes)))
             rows.append({"method": m.name, "variant": variant, "dataset": store.dataset,
                          "subject": sp.subject, "seed": seed, "mode": mode,
@@ -206,7 +298,7 @@ def finetune(method: str | Method, store: WindowStore, *, out_dir: str | Path,
 
 def _finetune_split(m: Method, store: WindowStore, sp: Split, state, vocab, variant: str,
                     prof: Profile, n_classes: int, seed: int, device: str, run_dir: Path,
-                    channels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    channels, resume: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from .objectives.classification import ClassificationObjective
 
     seed_everything(seed)
@@ -218,9 +310,10 @@ def _finetune_split(m: Method, store: WindowStore, sp: Split, state, vocab, vari
     val_ids = sp.val if len(sp.val) else sp.train
     val = make_loader(WindowDataset(store, val_ids, vocab, channels), 256, shuffle=False)
     test = make_loader(WindowDataset(store, sp.test, vocab, channels), 256, shuffle=False)
+    groups = m.finetune_param_groups(model, prof, pretrained=state is not None)
     trainer = Trainer(model, ClassificationObjective(), cfg, run_dir, device=device,
-                      param_groups=m.finetune_param_groups(model, prof), model_spec=spec)
-    trainer.fit(train, val, resume=True)
+                      param_groups=groups, model_spec=spec)
+    trainer.fit(train, val, resume=resume)
     paths = trainer.top_k.best_paths() or [trainer.last_path]
     return ensemble_predict_proba(trainer.model, paths, test, device=device)
 
@@ -330,15 +423,28 @@ def _probe_split(m: Method, store: WindowStore, sp: Split, state, vocab, variant
 def ablation_study(method: str | Method, pretrain_stores: Sequence[WindowStore],
                    store: WindowStore, *, out_dir: str | Path, profile: str | Profile = "smoke",
                    variants: Sequence[str] | None = None, seeds: Sequence[int] = (42,),
-                   device: str = "auto") -> pd.DataFrame:
+                   device: str = "auto", reuse_pretrained: dict[str, str | Path] | None = None,
+                   reuse_finetuned: str | Path | None = None) -> pd.DataFrame:
     """Pre-train (once per distinct pre-training setup) and fine-tune every variant.
 
     Variants that share the same ``pretrain_key`` reuse one pre-trained model. Returns one row
     per variant, subject and seed.
+
+    Parameters
+    ----------
+    reuse_pretrained : dict, optional
+        ``{pretrain_key: run folder}``: finished pre-training runs (e.g. 03_pretrain's) to use
+        when their settings equal what this study would run (see ``reuse`` in
+        :func:`pretrain`). Runs are otherwise trained in ``out_dir/pretrain-<key>``.
+    reuse_finetuned : path, optional
+        Parent of finished fine-tuning folders named by variant (04_finetune's layout) to use
+        when their settings, the pre-trained checkpoint included, equal this study's.
+        Runs are otherwise trained in ``out_dir/finetune-<variant>``.
     """
     m, prof = _method(method), _profile(profile)
     variants = list(variants or m.variants)
     out_dir = Path(out_dir)
+    reuse_pretrained = reuse_pretrained or {}
     pretrained: dict[str, Path] = {}
     tables = []
     for v in variants:
@@ -348,13 +454,16 @@ def ablation_study(method: str | Method, pretrain_stores: Sequence[WindowStore],
             key = spec.get("pretrain_key", "default")
             if key not in pretrained:
                 pre = pretrain(m, pretrain_stores, out_dir=out_dir / f"pretrain-{key}",
-                               profile=prof, variant=v, seed=seeds[0], device=device)
+                               profile=prof, variant=v, seed=seeds[0], device=device,
+                               reuse=reuse_pretrained.get(key))
                 pretrained[key] = pre.out_dir
             ckpt = pretrained[key]
         res = finetune(m, store, out_dir=out_dir / f"finetune-{v}", profile=prof, variant=v,
-                       pretrained=ckpt, seeds=seeds, device=device)
+                       pretrained=ckpt, seeds=seeds, device=device,
+                       reuse=Path(reuse_finetuned) / v if reuse_finetuned else None)
         tables.append(res.results)
     table = pd.concat(tables, ignore_index=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "ablations.csv", index=False)
     return table
 

@@ -55,8 +55,10 @@ def load_store(dataset: str, *, profile: str | Profile = "smoke", data_path: str
            "scale": scale, "recipe": recipe, "seed": seed,
            "reader_options": reader_options or {}}
     if is_synthetic(dataset):
-        key.update(subjects=prof.synthetic_subjects, sessions=prof.synthetic_sessions,
-                   trials=prof.synthetic_trials)
+        from .synthetic import GENERATOR_VERSION
+
+        key.update(generator=GENERATOR_VERSION, subjects=prof.synthetic_subjects, sessions=prof.synthetic_sessions,
+                   trials=prof.synthetic_trials, trial_s=prof.synthetic_trial_s)
     else:
         if not data_path:
             raise ValueError(f"Dataset {dataset!r} is not embedded: pass 'data_path', the folder "
@@ -90,7 +92,8 @@ def _recordings(dataset: str, prof: Profile, data_path: str | None, seed: int,
 
         recs = make_synthetic_recordings(dataset, n_subjects=prof.synthetic_subjects,
                                          n_sessions=prof.synthetic_sessions,
-                                         n_trials_per_class=prof.synthetic_trials, seed=seed)
+                                         n_trials_per_class=prof.synthetic_trials,
+                                         trial_s=prof.synthetic_trial_s, seed=seed)
     else:
         from .readers import read_dataset
 

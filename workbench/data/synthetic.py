@@ -14,6 +14,14 @@ Signal model, per subject-session recording (all amplitudes in volts):
   (frontal alpha asymmetry, temporal beta/gamma, parietal alpha, frontal theta). Strength,
   position and orientation, and the band of each effect vary per subject, and part of each
   subject's class pattern is its own, so cross-subject decoding is harder than within-subject;
+* **waveform shape**: a non-sinusoidal mu-like rhythm over C3 or C4 (a fundamental at about the
+  subject's alpha frequency plus its phase-locked second harmonic) whose harmonic phase follows
+  the class: sharp peaks for one class, sharp troughs or a steep rise for another. Its power
+  spectrum and covariances are the same for every class, so band power (the DE baseline) cannot
+  see this part of the class information, while a model of the raw signal can (skewness shows
+  it). Real rhythms carry such shape information (Cole and Voytek 2017), and it is what lets the
+  corpus test whether a deep model learns more than band power: with ``shape_uv=0`` the class
+  lives in band power alone and the DE baseline is close to optimal;
 * **drift** and sensor noise per channel, channel gains that change between sessions;
 * **artifacts** (``artifacts=True``), carried by super-Gaussian sources: eye blinks (sparse
   large deflections on Fp1/Fp2/AF*), muscle bursts (bursty 20-90 Hz activity on temporal
@@ -28,6 +36,8 @@ Zheng W.-L., Lu B.-L. (2015). Investigating critical frequency bands and channel
 emotion recognition with deep neural networks. IEEE TAMD 7(3). (SEED; lateral temporal beta and
 gamma increase with positive emotion.)
 Davidson R. J. (1992). Anterior cerebral asymmetry and the nature of emotion. Brain Cogn. 20(1).
+Cole S. R., Voytek B. (2017). Brain oscillations and the importance of waveform shape. Trends
+Cogn. Sci. 21(2). (Non-sinusoidal rhythms: sharpness and rise-decay asymmetry.)
 Pion-Tonachini L., Kreutz-Delgado K., Makeig S. (2019). ICLabel: an automated
 electroencephalographic independent component classifier. NeuroImage 198.
 """
@@ -43,6 +53,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import fft as sp_fft
+from scipy import signal as sp_signal
 from scipy.ndimage import uniform_filter1d
 
 from ..channels import DEAP_32, DREAMER_14, SEED_62, channel_positions
@@ -50,6 +61,9 @@ from ..utils import check_option, check_positive
 from .recording import Recording, make_events
 
 logger = logging.getLogger("workbench")
+
+GENERATOR_VERSION = 2
+"""Bumped whenever the same arguments would give other arrays (it keys the store cache)."""
 
 
 @dataclass(frozen=True)
@@ -91,8 +105,9 @@ SYNTHETIC_DATASETS: dict[str, SyntheticDataset] = {
 class SignalModel:
     """Knobs of the generator (amplitudes in microvolts, rates in events per second).
 
-    The defaults are tuned so that a band-power baseline reaches roughly 70-90 % within-subject
-    and clearly less, but above chance, across subjects.
+    The defaults are tuned so that a band-power baseline reaches roughly 70-95 % within-subject
+    and clearly less, but above chance, across subjects; ``shape_*`` set the class information
+    that band power cannot see (see the module docstring).
     """
 
     background_uv: float = 15.0      # RMS of the pink background at a typical channel
@@ -109,6 +124,10 @@ class SignalModel:
     band_swap_prob: float = 0.3      # chance that a subject expresses an effect in another band
     position_jitter: float = 0.1     # per-subject dipole displacement (head radius = 1)
     trial_jitter: float = 0.2        # log-amplitude noise of each effect per trial
+    shape_uv: float = 8.0            # amplitude (std) of the non-sinusoidal mu source; 0 = none
+    shape_harmonic: float = 0.6      # its phase-locked second harmonic, relative amplitude
+    shape_phase_sd: float = 0.35     # per-subject offset (rad) of the class harmonic phases
+    shape_jitter: float = 0.3        # per-trial noise (rad) of the harmonic phase
     session_gain_sd: float = 0.05    # per-channel gain change between sessions
     drift_uv: float = 5.0
     sensor_noise_uv: float = 1.5
@@ -277,6 +296,16 @@ def _subject_params(spec: SyntheticDataset, subject: int, seed: int, model: Sign
         effects.append({"anchor": anchor, "band": band, "freq": float(freq), "width": width,
                         "pos": pos.tolist(), "ori": (ori / np.linalg.norm(ori)).tolist(),
                         "pattern": pat.tolist()})
+    # waveform shape: a mu-like rhythm over one sensorimotor area whose harmonic phase codes
+    # the class; own stream, so switching it off leaves every other parameter as it was
+    srng = np.random.default_rng([seed, _dataset_code(spec.name), subject, 3])
+    side = str(srng.choice(["C3", "C4"]))
+    s_pos = _anchor(side, 0.6) + srng.normal(0.0, model.position_jitter, 3)
+    s_ori = s_pos / np.linalg.norm(s_pos) + srng.normal(0.0, 0.3, 3)
+    shape = {"anchor": side, "freq": float(np.clip(iaf + srng.normal(0.0, 0.5), 8.5, 12.5)),
+             "pos": s_pos.tolist(), "ori": (s_ori / np.linalg.norm(s_ori)).tolist(),
+             "phases": (2 * np.pi * np.arange(spec.n_classes) / spec.n_classes
+                        + srng.normal(0.0, model.shape_phase_sd)).tolist()}
     return {
         "subject": subject,
         "scale": float(rng.lognormal(0.0, model.subject_scale_sd)),
@@ -288,6 +317,7 @@ def _subject_params(spec: SyntheticDataset, subject: int, seed: int, model: Sign
         "blink_rate": float(rng.uniform(*model.blink_rate)),
         "muscle_rate": float(rng.uniform(*model.muscle_rate)),
         "effects": effects,
+        "shape": shape,
     }
 
 
@@ -367,6 +397,14 @@ def _make_recording(spec: SyntheticDataset, subject: int, session: int, *, seed:
         drift_mix,
     ], axis=1).astype(np.float32)  # (C, S)
     data = lead @ np.concatenate([s_bg, s_rh, s_eff, s_drift])  # (C, T)
+    if model.shape_uv > 0:
+        shape_rng = np.random.default_rng([seed, _dataset_code(spec.name), subject, session + 1, 3])
+        sh = params["shape"]
+        s_shape = _shaped_rhythm(shape_rng, freqs, n, fs, sh["freq"], np.array(sh["phases"]),
+                                 onsets, labels, trial_s, model)
+        s_shape *= np.float32(model.shape_uv * uv * params["scale"])
+        lead_shape = _dipole_field(elec, np.array([sh["pos"]]), np.array([sh["ori"]]))
+        data += lead_shape.astype(np.float32) @ s_shape[None]
 
     # sensor noise and session-specific channel gains
     data += np.float32(model.sensor_noise_uv * uv) * rng.standard_normal((C, n), np.float32)
@@ -388,6 +426,39 @@ def _make_recording(spec: SyntheticDataset, subject: int, session: int, *, seed:
     return Recording(data=data, sfreq=fs, ch_names=list(spec.ch_names), dataset=spec.name,
                      subject=f"{subject:02d}", session=str(session + 1), recording="0",
                      events=events, label_names=spec.label_names, meta=meta)
+
+
+def _shaped_rhythm(rng: np.random.Generator, freqs: np.ndarray, n: int, fs: float, f0: float,
+                   phases: np.ndarray, onsets: np.ndarray, labels: np.ndarray, trial_s: float,
+                   model: SignalModel) -> np.ndarray:
+    """A non-sinusoidal rhythm whose waveform shape, not its spectrum, follows the class, (n,).
+
+    With the analytic narrow-band process ``z = A exp(i phi)`` at ``f0``, the rhythm is
+    ``A cos(phi) + h A cos(2 phi + psi)``: a fundamental plus a phase-locked second harmonic
+    of relative amplitude ``h``. The harmonic phase ``psi`` sets the shape (0: sharp peaks and
+    broad troughs, pi: the reverse, +-pi/2: fast rise and slow decay or the reverse) and takes
+    the class's value during a trial (plus per-trial noise) and a random one in the gaps. The
+    power spectrum and every covariance are the same for any ``psi``: band power cannot tell
+    the classes apart; skewness and other higher-order statistics can.
+    Unit std overall.
+    """
+    h = model.shape_harmonic
+    x = _colored(rng, np.exp(-0.5 * ((freqs - f0) / 0.7) ** 2)[None], n)[0].astype(np.float64)
+    z = sp_signal.hilbert(x)
+    gap_phase = rng.uniform(0, 2 * np.pi, len(onsets) + 1)  # before, between, after trials
+    psi = np.full(n, gap_phase[0])
+    starts = [int(round(o * fs)) for o in onsets]
+    for k, (a, lab) in enumerate(zip(starts, labels)):
+        b = a + int(round(trial_s * fs))
+        psi[a:b] = phases[lab] + rng.normal(0.0, model.shape_jitter)
+        psi[b:starts[k + 1] if k + 1 < len(starts) else n] = gap_phase[k + 1]
+    u = np.exp(1j * psi)
+    size = max(1, int(0.2 * fs))  # 0.2 s transitions, as for the amplitude effects
+    u = uniform_filter1d(u.real, size) + 1j * uniform_filter1d(u.imag, size)
+    u /= np.maximum(np.abs(u), 1e-6)
+    mag = np.maximum(np.abs(z), 1e-12)
+    out = x + h * (u * z**2 / mag).real
+    return (out / np.sqrt(1 + h**2)).astype(np.float32)
 
 
 def _artifacts(rng: np.random.Generator, elec: np.ndarray, n: int, fs: float,

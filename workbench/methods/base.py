@@ -76,7 +76,13 @@ class Method:
         state dict, or None for a from-scratch variant."""
         raise NotImplementedError
 
-    def finetune_param_groups(self, model: nn.Module, profile: Profile) -> list[dict] | None:
+    def finetune_param_groups(self, model: nn.Module, profile: Profile,
+                              pretrained: bool = True) -> list[dict] | None:
+        """Optimiser parameter groups for fine-tuning (None: one group at the config's lr).
+
+        ``pretrained`` says whether the model starts from a pre-trained encoder (False for
+        from-scratch variants, where nothing is to be preserved).
+        """
         return None
 
     def finetune_config(self, profile: Profile) -> TrainConfig:

@@ -200,6 +200,8 @@ class Trainer:
                              f"{{'name': str, 'preset': str, 'overrides': dict}}, got {model_spec!r}.")
         check_positive("cfg.epochs", cfg.epochs)
         check_positive("cfg.checkpoint_every", cfg.checkpoint_every)
+        if cfg.early_stopping is not None:
+            check_positive("cfg.early_stopping", cfg.early_stopping)
         self.cfg = cfg
         self.dist, self.device = init_distributed(device)
         self.out_dir = Path(out_dir)
@@ -309,9 +311,10 @@ class Trainer:
             logger.info("resume=False: starting afresh; %s will be overwritten.", self.last_path)
         if self.is_main:
             self.top_k.prune_untracked()
-        if self.epoch >= cfg.epochs:
-            logger.info("Nothing to do: %s already holds %d of %d epochs.", self.last_path,
-                        self.epoch, cfg.epochs)
+        if self.epoch >= cfg.epochs or self._stopped_early():
+            logger.info("Nothing to do: %s already holds %d of %d epochs%s.", self.last_path,
+                        self.epoch, cfg.epochs,
+                        " (stopped early)" if self.epoch < cfg.epochs else "")
             return self._finish()
 
         # A fresh run starts a fresh log; a resumed one appends (after a "resume" line).
@@ -342,6 +345,13 @@ class Trainer:
                 barrier()
                 logger.info("epoch %d/%d: %s", self.epoch, cfg.epochs, ", ".join(
                     f"{k}={v:.4g}" for k, v in row.items() if k not in ("epoch", "step")))
+                if self._stopped_early():
+                    if self.is_main and self.epoch % cfg.checkpoint_every:
+                        save_checkpoint(self.last_path, self._payload(kind="last"))
+                    log.write("early_stop", epoch=self.epoch, monitor=cfg.monitor)
+                    logger.info("early stop after epoch %d: no better %s for %d epochs.",
+                                self.epoch, cfg.monitor, cfg.early_stopping)
+                    break
         except BaseException:
             logger.warning("Training stopped during epoch %d (step %d); %s resumes from its last "
                            "checkpoint.", self.epoch + 1, self.global_step, self.last_path)
@@ -468,6 +478,17 @@ class Trainer:
         return out
 
     # ------------------------------------------------------------------ checkpoints
+    def _stopped_early(self) -> bool:
+        """Whether the last ``cfg.early_stopping`` epochs did not improve on the best monitored
+        value before them. Derived from the history alone, so a resumed run that had stopped
+        early stays stopped."""
+        patience, monitor = self.cfg.early_stopping, self.cfg.monitor
+        values = [r[monitor] for r in self.history if monitor in r]
+        if not patience or len(values) <= patience:
+            return False
+        best = max if self.cfg.monitor_mode == "max" else min
+        return best(values[:-patience]) == best(values)
+
     def _payload(self, kind: str) -> dict[str, Any]:
         base = {"kind": kind, "model": self.model.state_dict(), "epoch": self.epoch,
                 "step": self.global_step, "train_config": asdict(self.cfg),
