@@ -58,6 +58,7 @@ def test_notebooks_are_committed_clean(caplog):
         params = [c for c in data["cells"] if "parameters" in c["metadata"].get("tags", [])]
         assert len(params) == 1, nb.name
         for cell in data["cells"]:
+            assert "id" in cell, f"{nb.name}: a cell without an id (nbformat 4.5)"
             if cell["cell_type"] == "code":
                 assert not cell.get("outputs") and cell.get("execution_count") is None, nb.name
 
