@@ -61,18 +61,20 @@ def _claim_run_dir(out_dir: Path, settings: dict[str, Any]) -> bool:
     """
     settings = _jsonable(settings)
     path = out_dir / "settings.json"
-    resume = True
-    if path.is_file():
-        old = json.loads(path.read_text())
-        if old != settings:
-            changed = sorted(k for k in {*old, *settings} if old.get(k) != settings.get(k))
-            log.warning("%s holds a run with other settings (%s differ): training afresh.",
-                        out_dir, ", ".join(changed))
-            resume = False
-        else:
-            return True
+    old = json.loads(path.read_text()) if path.is_file() else None
+    if old == settings:
+        return True
+    if old is not None:
+        changed = sorted(k for k in {*old, *settings} if old.get(k) != settings.get(k))
+        log.warning("%s holds a run with other settings (%s differ): training afresh.",
+                    out_dir, ", ".join(changed))
     atomic_write_json(path, settings)
-    return resume
+    return old is None
+
+
+def _train_settings(cfg: Any) -> dict[str, Any]:
+    """A TrainConfig as run settings (the progress bar does not change a run)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"}
 
 
 # ============================================================================ pre-training
@@ -121,8 +123,7 @@ def pretrain(method: str | Method, stores: Sequence[WindowStore], *, out_dir: st
     settings = {
         "kind": "pretrain", "method": m.name, "model_spec": spec, "seed": seed,
         "stores": [str(s.root) for s in stores], "vocab": list(vocab.names),
-        "val_fraction": val_fraction,
-        "train_config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"}}
+        "val_fraction": val_fraction, "train_config": _train_settings(cfg)}
     record = "pretrain.json"  # written when a run finishes
     if reuse is not None and resume and _same_run(Path(reuse), settings, record):
         out_dir = Path(reuse)
@@ -131,7 +132,7 @@ def pretrain(method: str | Method, stores: Sequence[WindowStore], *, out_dir: st
     finished = resume and (out_dir / record).is_file()
     if finished:
         log.info("reusing the finished pre-training run in %s", out_dir)
-    if not finished:
+    else:
         vocab.save(out_dir / "vocab.json")
     rng = np.random.default_rng(seed)
     train_idx, val_idx = [], []
@@ -246,8 +247,7 @@ def finetune(method: str | Method, store: WindowStore, *, out_dir: str | Path,
     settings = {
         "kind": "finetune", "method": m.name, "variant": variant, "mode": mode,
         "store": str(store.root), "preset": prof.preset,
-        "train_config": {k: v for k, v in dataclasses.asdict(m.finetune_config(prof)).items()
-                         if k != "progress"},
+        "train_config": _train_settings(m.finetune_config(prof)),
         "pretrained": None if state is None else _checkpoint_id(pretrained),
         "channels": None if channels is None else list(channels),
         "test_size": test_size, "val_size": val_size}

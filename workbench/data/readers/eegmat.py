@@ -23,7 +23,7 @@ import pandas as pd
 
 from ...utils import get_logger
 from ..recording import Recording, make_events
-from .generic import DatasetInfo, finalize, raw_to_recording, read_edf
+from .generic import DatasetInfo, check_eeg_count, finalize, raw_to_recording, read_edf
 from .generic import check_file as _check_edf
 
 log = get_logger("readers")
@@ -104,10 +104,7 @@ def read_file(file: str | Path, *, nonfinite: str = "raise", flat: str = "flag"
         label_names=LABEL_NAMES, dropped=dropped,
         meta={"subject_info": _subject_info(file.parent, sub),
               "file_annotations": list(raw.annotations.description)})
-    n_eeg = sum(t == "eeg" for t in rec.ch_types)
-    if n_eeg != 19:
-        raise ValueError(f"{file}: {n_eeg} EEG channels after normalisation, expected 19 "
-                         f"(channels: {rec.ch_names}).")
+    check_eeg_count(rec, 19, file)
     return finalize([rec], nonfinite=nonfinite, flat=flat)
 
 

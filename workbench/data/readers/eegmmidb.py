@@ -36,7 +36,7 @@ import numpy as np
 
 from ...utils import check_option, get_logger
 from ..recording import Recording, make_events
-from .generic import DatasetInfo, clip_events, finalize, raw_to_recording, read_edf
+from .generic import DatasetInfo, check_eeg_count, clip_events, finalize, raw_to_recording, read_edf
 from .generic import check_file as _check_edf
 
 log = get_logger("readers")
@@ -169,10 +169,7 @@ def read_file(file: str | Path, *, task: str = "imagery_lr", rest_as_class: bool
                            recording=f"R{run:02d}", source=file, events=events, label=rec_label,
                            label_names=label_names, dropped=dropped,
                            meta={"run": run, "task": task})
-    n_eeg = sum(t == "eeg" for t in rec.ch_types)
-    if n_eeg != 64:
-        raise ValueError(f"{file}: {n_eeg} EEG channels after normalisation, expected 64 "
-                         f"(unknown: {rec.meta['unknown_channels']}).")
+    check_eeg_count(rec, 64, file)
     return finalize([rec], nonfinite=nonfinite, flat=flat)
 
 

@@ -422,6 +422,15 @@ def clip_events(events: pd.DataFrame, duration: float) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- bad input
+def check_eeg_count(rec: Recording, expected: int, file: str | Path) -> None:
+    """Raise ``ValueError`` naming ``file`` unless ``rec`` has ``expected`` EEG channels."""
+    n_eeg = sum(t == "eeg" for t in rec.ch_types)
+    if n_eeg != expected:
+        raise ValueError(f"{file}: {n_eeg} EEG channels after normalisation, expected "
+                         f"{expected} (channels: {rec.ch_names}; unknown: "
+                         f"{rec.meta.get('unknown_channels', [])}).")
+
+
 def finalize(recordings: list[Recording], *, nonfinite: str = "raise", flat: str = "flag",
              flat_tol: float = 1e-9) -> list[Recording]:
     """Apply the bad-input policy to freshly read Recordings.

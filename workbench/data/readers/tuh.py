@@ -57,17 +57,15 @@ TUAB_LABELS = {0: "normal", 1: "abnormal"}
 TUEV_LABELS = {0: "spsw", 1: "gped", 2: "pled", 3: "eyem", 4: "artf", 5: "bckg"}
 _REQUEST = "https://isip.piconepress.com/projects/nedc/html/tuh_eeg/"
 _LICENCE = "TUH EEG Corpus data use agreement (free for research, registration required)"
+_TUH_COMMON = dict(sfreq=None, channels=tuple(f"{a}-{b}" for a, b in TCP_BIPOLAR_22),
+                   public=False, licence=_LICENCE, url=_REQUEST)
 
 TUAB_INFO = DatasetInfo(
     name="tuab",
     description="TUH Abnormal EEG Corpus: routine clinical EEG labelled normal / abnormal; TCP "
                 "bipolar montage; mostly 250 Hz.",
     label_names=TUAB_LABELS,
-    sfreq=None,
-    channels=tuple(f"{a}-{b}" for a, b in TCP_BIPOLAR_22),
-    public=False,
-    licence=_LICENCE,
-    url=_REQUEST,
+    **_TUH_COMMON,
     request_url=_REQUEST + " (sign the data use agreement, e-mail it; you get rsync access "
                 "to tuh_eeg_abnormal)",
     download_hint="After approval: rsync -auxvL nedc-tuh-eeg@www.isip.piconepress.com:"
@@ -81,11 +79,7 @@ TUEV_INFO = DatasetInfo(
     name="tuev",
     description="TUH EEG Events Corpus: 6 event classes annotated per TCP channel (.rec files).",
     label_names=TUEV_LABELS,
-    sfreq=None,
-    channels=tuple(f"{a}-{b}" for a, b in TCP_BIPOLAR_22),
-    public=False,
-    licence=_LICENCE,
-    url=_REQUEST,
+    **_TUH_COMMON,
     request_url=_REQUEST + " (sign the data use agreement, e-mail it; you get rsync access "
                 "to tuh_eeg_events)",
     download_hint="After approval: rsync -auxvL nedc-tuh-eeg@www.isip.piconepress.com:"

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench.utils import check_option
+
 __all__ = ["GATLayer", "GCNLayer", "edge_mask", "gat_reference"]
 
 
@@ -57,6 +59,18 @@ def edge_mask(
         cm = ch_mask.to(device=device, dtype=torch.bool)
         m = m & cm[:, :, None] & cm[:, None, :]
     return m
+
+
+def _node_output(out: torch.Tensor, bias: torch.Tensor | None, activation: str,
+                 ch_mask: torch.Tensor | None) -> torch.Tensor:
+    """Bias, activation ("none" or "elu") and zeroed padding channels of a graph layer."""
+    if bias is not None:
+        out = out + bias
+    if activation == "elu":
+        out = F.elu(out)
+    if ch_mask is not None:
+        out = out.masked_fill(~ch_mask.to(torch.bool)[..., None], 0.0)
+    return out
 
 
 class GATLayer(nn.Module):
@@ -116,11 +130,7 @@ class GATLayer(nn.Module):
                 f"GATLayer: 'out_dim' ({out_dim}) must be divisible by 'heads' "
                 f"({heads}) when concat=True."
             )
-        if activation not in ("none", "elu"):
-            raise ValueError(
-                f"Invalid value for the 'activation' parameter: expected one of "
-                f"['none', 'elu'], got {activation!r}."
-            )
+        check_option("activation", activation, ["none", "elu"])
         self.in_dim, self.out_dim, self.heads, self.concat = in_dim, out_dim, heads, concat
         self.head_dim = out_dim // heads if concat else out_dim
         self.negative_slope = negative_slope
@@ -159,13 +169,7 @@ class GATLayer(nn.Module):
         out = self.attn_drop(alpha) @ wh.transpose(1, 2)  # (B, H, C, D)
         out = out.transpose(1, 2)  # (B, C, H, D)
         out = out.reshape(B, C, H * D) if self.concat else out.mean(dim=2)
-        if self.bias is not None:
-            out = out + self.bias
-        if self.activation == "elu":
-            out = F.elu(out)
-        if ch_mask is not None:
-            out = out.masked_fill(~ch_mask.to(torch.bool)[..., None], 0.0)
-        return out, alpha
+        return _node_output(out, self.bias, self.activation, ch_mask), alpha
 
     def extra_repr(self) -> str:
         return (
@@ -267,11 +271,7 @@ class GCNLayer(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, activation: str = "none", bias: bool = True):
         super().__init__()
-        if activation not in ("none", "elu"):
-            raise ValueError(
-                f"Invalid value for the 'activation' parameter: expected one of "
-                f"['none', 'elu'], got {activation!r}."
-            )
+        check_option("activation", activation, ["none", "elu"])
         self.in_dim, self.out_dim, self.activation = in_dim, out_dim, activation
         self.lin = nn.Linear(in_dim, out_dim, bias=False)
         self.bias = nn.Parameter(torch.zeros(out_dim)) if bias else None
@@ -287,13 +287,7 @@ class GCNLayer(nn.Module):
         inv_sqrt = torch.where(deg > 0, deg.clamp(min=1e-12).rsqrt(), torch.zeros_like(deg))
         a_norm = inv_sqrt[:, :, None] * a * inv_sqrt[:, None, :]  # (B, C, C)
         out = a_norm.to(h.dtype) @ self.lin(h)  # (B, C, out_dim)
-        if self.bias is not None:
-            out = out + self.bias
-        if self.activation == "elu":
-            out = F.elu(out)
-        if ch_mask is not None:
-            out = out.masked_fill(~ch_mask.to(torch.bool)[..., None], 0.0)
-        return out, a_norm[:, None]
+        return _node_output(out, self.bias, self.activation, ch_mask), a_norm[:, None]
 
     def extra_repr(self) -> str:
         return f"{self.in_dim}, {self.out_dim}, activation={self.activation!r}"
