@@ -100,8 +100,9 @@ def test_omfa_beats_band_power_and_scratch(smoke):
     assert m["accuracy"] > m["baseline_accuracy"] and m["accuracy"] > m["scratch_accuracy"]
     # 05_ablations reuses 04_finetune's runs (same settings), so the two tables agree
     ablations = smoke["metrics"]["05_ablations__omfa"]
-    assert ablations["accuracy_art_gat"] == m["accuracy"]
-    assert ablations["accuracy_scratch"] == m["scratch_accuracy"]
+    # (means of the same per-subject values, summed in another order: equal up to rounding)
+    assert math.isclose(ablations["accuracy_art_gat"], m["accuracy"], rel_tol=1e-9)
+    assert math.isclose(ablations["accuracy_scratch"], m["scratch_accuracy"], rel_tol=1e-9)
     own = smoke["root"] / "run" / "omfa" / "ablations" / "finetune-art_gat"
     assert (own / "results.csv").exists() and not list(own.glob("seed*"))
 
