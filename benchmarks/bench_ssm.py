@@ -88,9 +88,9 @@ def scan_peak(fn: Callable, L: int) -> int:
     return fwd_bwd_peak(lambda: fn(*args, CHUNK).square().mean())
 
 
-def model_peak(name: str, T: int) -> tuple[int, float]:
+def model_peak(block: str, T: int) -> tuple[int, float]:
     torch.manual_seed(0)
-    model = create_model(name, "paper", n_chans=16)
+    model = create_model("eegm2", "paper", n_chans=16, block=block)
     x = torch.randn(1, 16, T)
 
     def loss():
@@ -167,8 +167,8 @@ def main() -> None:
                          r <= 12))
 
     # 3b + 4. EEGM2 and S5
-    m_short, _ = model_peak("eegm2", short_L)
-    m_long, sec = model_peak("eegm2", long_L)
+    m_short, _ = model_peak("mamba2", short_L)
+    m_long, sec = model_peak("mamba2", long_L)
     r = m_long / m_short
     print(f"[3] EEGM2 paper, 16 ch, batch 1, fwd+bwd: {m_short / MB:.0f} MiB at {short_L}, "
           f"{m_long / MB:.0f} MiB at {long_L} (x{r:.1f})")
@@ -179,8 +179,8 @@ def main() -> None:
     rows.append(("EEGM2 fwd+bwd on 16 x long input completes", f"L={long_L}", sec, "runs",
                  True))
     s_short_L, s_long_L = s5_lengths(args.quick)
-    s_short, _ = model_peak("eegm2_s5", s_short_L)
-    s_long, _ = model_peak("eegm2_s5", s_long_L)
+    s_short, _ = model_peak("transformer", s_short_L)
+    s_long, _ = model_peak("transformer", s_long_L)
     r5 = s_long / s_short
     print(f"[3] EEGM2-S5 (Transformer), fwd+bwd: {s_short / MB:.0f} MiB at {s_short_L}, "
           f"{s_long / MB:.0f} MiB at {s_long_L} (x{r5:.1f})")

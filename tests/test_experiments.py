@@ -11,6 +11,7 @@ from workbench import experiments
 from workbench.config import get_profile
 from workbench.data.corpus import load_store
 from workbench.methods import get_method, list_methods
+from workbench.runs import RunLayout
 
 TINY = get_profile("smoke", pretrain_epochs=3, finetune_epochs=2, max_steps_per_epoch=4,
                    max_subjects=2, synthetic_subjects=2, synthetic_sessions=1,
@@ -44,7 +45,7 @@ def test_store_cache_is_reused(cache):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method,datasets,mode", [
-    ("omfa", ["syn_deap", "syn_dreamer"], "fine"),
+    ("omfa", ["syn_deap", "syn_dreamer"], "full"),
     ("eegm2", ["syn_dreamer"], "probe"),
 ])
 def test_pretrain_then_downstream(method, datasets, mode, cache, tmp_path):
@@ -55,13 +56,17 @@ def test_pretrain_then_downstream(method, datasets, mode, cache, tmp_path):
     assert pre.checkpoint.exists() and (tmp_path / "pre" / "vocab.json").exists()
     target = stores[-1]
     res = experiments.finetune(m, target, out_dir=tmp_path / "ft", profile=TINY,
-                               pretrained=pre.out_dir, mode=mode, seeds=[0])
-    assert len(res.results) == 2 and set(res.results["subject"]) == {"01", "02"}
+                               pretrained=pre.out_dir, mode=mode, seeds=[0], baseline=True)
+    ours = res.results[res.results["variant"] == m.default_variant]
+    assert len(ours) == 2 and set(ours["subject"]) == {"01", "02"}
+    assert set(ours["protocol"]) == {"within_subject"} and not ours["confounded"].any()
     assert res.results["accuracy"].between(0, 1).all()
+    assert (res.results["variant"] == "DE baseline").sum() == 2  # same folds
     # predictions are the test windows of each subject, nothing else
     p = res.predictions
     assert np.allclose(p[["p0", "p1"]].sum(axis=1), 1.0)
-    assert (target.index.loc[p["window_id"], "subject"].to_numpy() == p["subject"].to_numpy()).all()
+    subj = target.index.loc[p["window_id"], "subject"].to_numpy()
+    assert (("subject" + subj) == p["fold"].to_numpy()).all()
     assert (tmp_path / "ft" / "results.csv").exists()
     # the pre-trained representation differs from the random one
     emb, ids = experiments.pretrained_embeddings(m, target, pretrained=pre.out_dir, profile=TINY,
@@ -78,62 +83,64 @@ def test_finetune_requires_pretrained_for_pretrained_variants(cache, tmp_path):
     with pytest.raises(ValueError, match="mode"):
         experiments.finetune("omfa", store, out_dir=tmp_path, profile=TINY, variant="scratch",
                              mode="zero-shot")
+    with pytest.raises(ValueError, match="from scratch"):
+        experiments.finetune("omfa", store, out_dir=tmp_path, profile=TINY, variant="scratch",
+                             mode="linear")
 
 
-def test_paper_comparison_table():
-    table = pd.DataFrame({"variant": ["art_gat", "art_gat", "gcn"], "accuracy": [0.8, 0.9, 0.7]})
+def test_paper_comparison_is_on_the_papers_metric():
+    table = pd.DataFrame({"variant": ["art_gat", "art_gat", "gcn"], "accuracy": [0.8, 0.9, 0.7],
+                          "balanced_accuracy": [0.5, 0.6, 0.4]})
     out = experiments.paper_comparison("omfa", table, "DEAP").set_index("variant")
-    assert out.loc["art_gat", "ours_mean"] == pytest.approx(85.0)
-    assert out.loc["art_gat", "paper_DEAP"] == pytest.approx(93.69)
-    assert out.loc["gcn", "paper_DEAP"] == pytest.approx(71.50)
+    assert set(out["metric"]) == {"accuracy"}  # the paper reports accuracy
+    assert out.loc["art_gat", "ours_mean"] == pytest.approx(0.85)
+    assert out.loc["art_gat", "paper"] == pytest.approx(0.9369)
+    assert out.loc["gcn", "paper"] == pytest.approx(0.7150)
+    eegm2 = pd.DataFrame({"variant": ["eegm2"] * 2, "accuracy": [0.9, 0.9],
+                          "balanced_accuracy": [0.6, 0.7], "auroc": [0.7, 0.8]})
+    out = experiments.paper_comparison("eegm2", eegm2, "TUAB").set_index("metric")
+    assert set(out.index) == {"balanced_accuracy", "auroc"}  # never accuracy vs B-Acc
+    assert out.loc["balanced_accuracy", "ours_mean"] == pytest.approx(0.65)
+    assert out.loc["balanced_accuracy", "paper"] == pytest.approx(0.8087)
 
 
 @pytest.mark.slow
-def test_run_folders_are_reused_only_for_identical_settings(cache, tmp_path, caplog):
+def test_runs_are_found_by_their_settings(cache, tmp_path, caplog):
     store = _store("omfa", "syn_dreamer", cache)
-    pre = experiments.pretrain("omfa", [store], out_dir=tmp_path / "pre", profile=TINY, seed=0)
+    layout = RunLayout(tmp_path / "runs")
+    pre = experiments.pretrain("omfa", [store], run_dir=layout, profile=TINY, seed=0)
     ckpt = pre.checkpoint.read_bytes()
-    # same settings: reused from the folder itself or from `reuse`, nothing retrained
-    again = experiments.pretrain("omfa", [store], out_dir=tmp_path / "pre", profile=TINY, seed=0)
-    assert again.seconds == pre.seconds and pre.checkpoint.read_bytes() == ckpt
-    other = experiments.pretrain("omfa", [store], out_dir=tmp_path / "own", profile=TINY,
-                                 seed=0, reuse=tmp_path / "pre")
-    assert other.out_dir == tmp_path / "pre" and not (tmp_path / "own").exists()
-    # other settings: `reuse` is ignored and a folder of other settings is retrained
-    longer = dataclasses.replace(TINY, pretrain_epochs=4)
-    res = experiments.pretrain("omfa", [store], out_dir=tmp_path / "own", profile=longer,
-                               seed=0, reuse=tmp_path / "pre")
-    assert res.out_dir == tmp_path / "own" and len(res.history) == 4
+    # same settings: the same folder, reused, nothing retrained
+    again = experiments.pretrain("omfa", [store], run_dir=layout, profile=TINY, seed=0)
+    assert again.out_dir == pre.out_dir and again.seconds == pre.seconds
     assert pre.checkpoint.read_bytes() == ckpt
+    # variants that pre-train the same encoder share it; another encoder gets its own run
+    nograph = experiments.pretrain("omfa", [store], run_dir=layout, profile=TINY, seed=0,
+                                   variant="nograph")
+    fixed = experiments.pretrain("omfa", [store], run_dir=layout, profile=TINY, seed=0,
+                                 variant="fixed_patch")
+    assert nograph.out_dir == pre.out_dir and fixed.out_dir != pre.out_dir
+    # other settings: another folder
+    longer = dataclasses.replace(TINY, pretrain_epochs=4)
+    res = experiments.pretrain("omfa", [store], run_dir=layout, profile=longer, seed=0)
+    assert res.out_dir != pre.out_dir and len(res.history) == 4
+    # a folder edited to hold other settings is trained afresh, with a warning
     with caplog.at_level("WARNING", logger="workbench"):
-        res = experiments.pretrain("omfa", [store], out_dir=tmp_path / "own", profile=TINY,
-                                   seed=0)
+        res = experiments.pretrain("omfa", [store], out_dir=res.out_dir, profile=TINY, seed=0)
     assert len(res.history) == 3 and "other settings (train_config differ)" in caplog.text
 
-    # fine-tuning: reused only from the same pre-trained checkpoint
-    ft = experiments.finetune("omfa", store, out_dir=tmp_path / "ft", profile=TINY,
+    # fine-tuning: the ablation study finds 04-style runs with the same settings
+    ft = experiments.finetune("omfa", store, run_dir=layout, profile=TINY,
                               pretrained=pre.out_dir, seeds=[0])
-    table = experiments.ablation_study(
-        "omfa", [store], store, out_dir=tmp_path / "abl", profile=TINY, seeds=[0],
-        variants=["art_gat", "nograph"], reuse_pretrained={"adaptive": tmp_path / "pre"},
-        reuse_finetuned=tmp_path / "ftroot")
-    assert not (tmp_path / "abl" / "pretrain-adaptive").exists()
-    assert (tmp_path / "abl" / "finetune-art_gat").exists()  # ftroot/art_gat does not exist
-    (tmp_path / "ftroot").mkdir()
-    (tmp_path / "ft").rename(tmp_path / "ftroot" / "art_gat")
-    table2 = experiments.ablation_study(
-        "omfa", [store], store, out_dir=tmp_path / "abl2", profile=TINY, seeds=[0],
-        variants=["art_gat"], reuse_pretrained={"adaptive": tmp_path / "pre"},
-        reuse_finetuned=tmp_path / "ftroot")
-    own = tmp_path / "abl2" / "finetune-art_gat"
-    assert (own / "results.csv").exists() and not list(own.glob("seed*"))  # nothing trained
-    pd.testing.assert_frame_equal(table2, ft.results)
-    # a reused folder lacking a requested seed is not used (nor written to)
-    experiments.ablation_study(
-        "omfa", [store], store, out_dir=tmp_path / "abl3", profile=TINY, seeds=[0, 1],
-        variants=["art_gat"], reuse_pretrained={"adaptive": tmp_path / "pre"},
-        reuse_finetuned=tmp_path / "ftroot")
-    assert list((tmp_path / "abl3" / "finetune-art_gat").glob("seed*"))
-    assert not (tmp_path / "ftroot" / "art_gat" / "seed1").exists()
-    assert np.allclose(table.loc[table["variant"] == "art_gat", "accuracy"],
-                       ft.results["accuracy"])
+    stamp = (ft.out_dir / "done.json").stat().st_mtime_ns
+    table = experiments.ablation_study("omfa", [store], store, run_dir=layout, profile=TINY,
+                                       seeds=[0], variants=["art_gat", "nograph"])
+    assert (ft.out_dir / "done.json").stat().st_mtime_ns == stamp  # not retrained
+    pd.testing.assert_frame_equal(table[table["variant"] == "art_gat"].reset_index(drop=True),
+                                  ft.results)
+    assert len(layout.finished_runs("finetune", "omfa")) == 2
+    # more seeds than a finished run holds: the missing seed is trained in the same folder
+    more = experiments.finetune("omfa", store, run_dir=layout, profile=TINY,
+                                pretrained=pre.out_dir, seeds=[0, 1])
+    assert more.out_dir == ft.out_dir and set(more.results["seed"]) == {0, 1}
+    assert np.allclose(more.results.query("seed == 0")["accuracy"], ft.results["accuracy"])

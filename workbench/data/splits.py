@@ -4,6 +4,7 @@
   segment) go to one side; training windows that overlap a test window in time are purged, so
   overlapping windows of the same stretch of signal never sit on both sides.
 * :func:`subject_kfold`, :func:`leave_one_subject_out` - no subject on both sides.
+* :func:`fixed_subject_split` - train / validation / test subject lists given by a benchmark.
 * :func:`cross_dataset` - train on some datasets, test on another.
 """
 
@@ -187,17 +188,67 @@ def subject_kfold(index: pd.DataFrame, k: int = 5, *, seed: int = 0,
     return out
 
 
-def leave_one_subject_out(index: pd.DataFrame) -> list[Split]:
-    """One split per subject: that subject is the test set, all others train."""
+def leave_one_subject_out(index: pd.DataFrame, *, val_size: float = 0.0,
+                          seed: int = 0) -> list[Split]:
+    """One split per subject: that subject is the test set, all others train (``val_size`` of
+    them, at random, validate)."""
     subj = subject_keys(index).to_numpy()
     subjects = sorted(set(subj), key=_natural)
+    rng = np.random.default_rng(seed)
     out = []
     for f, s in enumerate(subjects):
+        rest = np.array([o for o in subjects if o != s])
+        n_val = int(round(val_size * len(rest)))
+        val_subjects = rest[rng.permutation(len(rest))[:n_val]] if n_val else np.array([])
         test = np.flatnonzero(subj == s)
-        train = np.flatnonzero(subj != s)
+        val = np.flatnonzero(np.isin(subj, val_subjects))
+        train = np.flatnonzero((subj != s) & ~np.isin(subj, val_subjects))
         assert_disjoint_subjects(index, train, test)
-        out.append(Split(train, test, name=f"loso/{s}", subject=s, fold=f))
+        assert_disjoint_subjects(index, val, test)
+        out.append(Split(train, test, val, name=f"loso/{s}", subject=s, fold=f))
     return out
+
+
+def fixed_subject_split(index: pd.DataFrame, train: list[str], test: list[str],
+                        val: list[str] | None = None) -> Split:
+    """Train / validation / test on given subject lists (how public benchmarks define their
+    splits, e.g. eegmat subjects 00-27 / 28-31 / 32-35).
+
+    Subjects are matched as strings, also without leading zeros (``"7"`` finds ``"07"``). A
+    subject named in two lists, or missing from the index, raises ``ValueError``.
+    """
+    keys = subject_keys(index)
+    present = set(keys)
+    norm = {_canon(s): s for s in present}
+
+    def ids(names: list[str] | None, role: str) -> np.ndarray:
+        names = [str(s) for s in (names or [])]
+        missing = [s for s in names if s not in present and _canon(s) not in norm]
+        if missing:
+            raise ValueError(f"Invalid value for the '{role}_subjects' parameter: subjects "
+                             f"{missing} have no windows; subjects are "
+                             f"{sorted(present, key=_natural)}.")
+        real = [s if s in present else norm[_canon(s)] for s in names]
+        return np.flatnonzero(keys.isin(real).to_numpy())
+
+    roles = {"train": train, "val": val or [], "test": test}
+    seen: dict[str, str] = {}
+    for role, names in roles.items():
+        for s in names:
+            other = seen.setdefault(_canon(str(s)), role)
+            if other != role:
+                raise ValueError(f"Subject {s!r} is in both the {other} and the {role} subjects.")
+    tr, va, te = (ids(roles[r], r) for r in ("train", "val", "test"))
+    if not len(tr) or not len(te):
+        raise ValueError("fixed_subject_split needs training and test subjects.")
+    assert_disjoint_subjects(index, tr, te)
+    assert_disjoint_subjects(index, va, te)
+    assert_disjoint_subjects(index, tr, va)
+    return Split(tr, te, va, name="fixed-subjects")
+
+
+def _canon(s: str) -> str:
+    return s.lstrip("0") or "0" if s.isdigit() else s
 
 
 def cross_dataset(index: pd.DataFrame, train_datasets: list[str], test_dataset: str) -> Split:

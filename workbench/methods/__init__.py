@@ -6,6 +6,16 @@ The drivers in :mod:`workbench.experiments` run any registered method, so the st
 (pre-train, fine-tune, ablations, embeddings) are written once.
 """
 
-from .base import Method, get_method, list_methods, register_method
+from .base import (
+           MODES,
+           Method,
+           PaperResult,
+           Variant,
+           get_method,
+           list_methods,
+           register_method,
+           variant_table,
+)
 
-__all__ = ["Method", "get_method", "list_methods", "register_method"]
+__all__ = ["MODES", "Method", "PaperResult", "Variant", "get_method", "list_methods", "register_method",
+           "variant_table"]

@@ -2,8 +2,8 @@
 
 Downstream modes (``mode`` of :func:`workbench.experiments.finetune`): ``probe`` = EEGM2 Linear
 (frozen encoder, nine per-channel statistics of a hooked encoder layer, logistic regression),
-``mlp`` = EEGM2 Light probe (same features, two-hidden-layer MLP), ``fine`` = the whole model
-with an MLP head; the variant ``scratch`` trains that from random initialisation.
+``mlp`` = EEGM2 Light probe (same features, two-hidden-layer MLP), ``full`` = EEGM2 Fine, the
+whole model with an MLP head; the variant ``scratch`` trains that from random initialisation.
 
 References
 ----------
@@ -25,7 +25,7 @@ from ..evaluation.probes import HookFeatures, channel_statistics
 from ..models import create_model
 from ..models.eegm2 import EEGM2_VARIANTS
 from ..objectives.reconstruction import ReconstructionObjective
-from .base import Method, register_method
+from .base import Method, PaperResult, Variant, register_method, variant_table
 
 _DESCRIPTIONS = {
     "eegm2": "EEGM2: multi-scale embedding, Mamba-2 blocks, L1 + spectral loss",
@@ -37,19 +37,19 @@ _DESCRIPTIONS = {
 }
 
 
-def _variants() -> dict[str, dict]:
-    out = {}
-    for name, desc in _DESCRIPTIONS.items():
-        v = EEGM2_VARIANTS[name]
-        # S2 changes only the loss, so it needs its own pre-training; so does every block change.
-        out[name] = {"model": dict(v["model"]), "loss": dict(v["loss"]), "pretrained": True,
-                     "pretrain_key": name, "description": desc}
-    out["light"] = {"model": {}, "loss": dict(EEGM2_VARIANTS["eegm2"]["loss"]), "pretrained": True,
-                    "pretrain_key": "eegm2", "light": True,
-                    "description": "EEGM2 (Light): the pre-trained encoder only"}
-    out["scratch"] = {"model": {}, "loss": dict(EEGM2_VARIANTS["eegm2"]["loss"]),
-                      "pretrained": False, "description": "Scratch: random initialisation"}
-    return out
+_DECODER = ("decoder", "output.")  # pre-trained parameters a classifier leaves out
+
+
+def _variants() -> dict[str, Variant]:
+    rows = [Variant(name, desc, model=dict(EEGM2_VARIANTS[name]["model"]),
+                    objective=dict(EEGM2_VARIANTS[name]["loss"]))
+            for name, desc in _DESCRIPTIONS.items()]
+    loss = dict(EEGM2_VARIANTS["eegm2"]["loss"])
+    rows.append(Variant("light", "EEGM2 (Light): the pre-trained encoder only", objective=loss,
+                        classifier={"encoder_only": True}))
+    rows.append(Variant("scratch", "Scratch: random initialisation", pretrained=False,
+                        objective=loss))
+    return variant_table(*rows)
 
 
 class EEGM2Method(Method):
@@ -63,13 +63,13 @@ class EEGM2Method(Method):
     overlap_s = 1.0
     scale = "percentile95"  # per-channel scaling by the 95th percentile of |x|
     recipe = "eegm2"
-    downstream = "probe"
+    default_mode = "probe"
     #: The encoder layer whose output the Linear / Light probes summarise.
     probe_layer = "encoder3"
-    paper_metric = "balanced_accuracy"
-    paper_results = {  # TUAB 10 s, balanced accuracy % (Fine)
-        "eegm2": {"TUAB": 80.87},
-    }
+    paper_results = (  # TUAB 10 s windows, Fine
+        PaperResult("eegm2", "TUAB", "balanced_accuracy", 0.8087, "EEGM2 paper (TUAB, 10 s windows, Fine)"),
+        PaperResult("eegm2", "TUAB", "auroc", 0.8864, "EEGM2 paper (TUAB, 10 s windows, Fine)"),
+    )
 
     @staticmethod
     def _n_chans(stores: Sequence[WindowStore]) -> int:
@@ -81,8 +81,7 @@ class EEGM2Method(Method):
         return counts.pop()
 
     def _model_kw(self, variant: str, n_chans: int) -> dict:
-        v = self.variant(variant)
-        return {**v["model"], "n_chans": n_chans}
+        return {**self.variant(variant).model, "n_chans": n_chans}
 
     # ------------------------------------------------------------------ pre-training
     def pretrain_dataset(self, stores, vocab, indices=None):
@@ -91,13 +90,10 @@ class EEGM2Method(Method):
         return ConcatDataset([WindowDataset(s, idx, vocab) for s, idx in zip(stores, indices)])
 
     def build_pretrain(self, variant, preset, vocab, stores):
-        v = self.variant(variant)
-        if not v.get("pretrained", True) or v.get("light"):
-            variant = "eegm2"  # scratch / light share the full model's pre-training
         kw = self._model_kw(variant, self._n_chans(stores))
         model = create_model("eegm2", preset, **kw)
         spec = {"name": "eegm2", "preset": preset, "overrides": kw}
-        return model, spec, ReconstructionObjective(**self.variant(variant)["loss"])
+        return model, spec, ReconstructionObjective(**self.variant(variant).objective)
 
     def pretrain_config(self, profile: Profile) -> TrainConfig:
         # Paper: AdamW lr 5e-5, weight decay 1e-2, OneCycle max lr 5e-4, clip 1.0, batch 64.
@@ -109,25 +105,37 @@ class EEGM2Method(Method):
                            num_workers=profile.num_workers, keep_top_k=1)
 
     # ------------------------------------------------------------------ fine-tuning
-    def build_classifier(self, variant, preset, store, vocab, n_classes, pretrained_state):
+    def build_classifier(self, variant, preset, store, vocab, n_classes, pretrained_state,
+                         head="default"):
         v = self.variant(variant)
-        base = "eegm2" if (v.get("light") or not v.get("pretrained", True)) else variant
-        kw = {**self._model_kw(base, len(store.ch_names)), "n_outputs": n_classes}
-        model = create_model("eegm2", preset, **kw)
+        head_kind = "mlp" if head == "default" else head
+        # The classifier reads the mediator's tokens: no decoder (its weights stay unused)
+        kw = {**self._model_kw(variant, len(store.ch_names)), "n_outputs": n_classes,
+              "head": head_kind, "decoder": False}
+        full = create_model("eegm2", preset, **kw)
         if pretrained_state is not None:
-            missing, unexpected = model.load_state_dict(pretrained_state, strict=False)
+            missing, unexpected = full.load_state_dict(pretrained_state, strict=False)
             bad = [k for k in missing if not k.startswith("head.")]
+            unexpected = [k for k in unexpected if not k.startswith(_DECODER)]
             if bad or unexpected:
                 raise ValueError(f"Pre-trained EEGM2 weights do not fit variant {variant!r}: "
                                  f"missing {bad}, unexpected {list(unexpected)}.")
-        if v.get("light"):
-            head = model.head
-            model = model.to_light()
-            model.head = head
+        if v.classifier.get("encoder_only"):
+            head_module = full.head
+            full = full.to_light()
+            full.head = head_module
             kw["encoder_only"] = True
-        return model, {"name": "eegm2", "preset": preset, "overrides": kw}
+        return full, {"name": "eegm2", "preset": preset, "overrides": kw}
 
-    def finetune_config(self, profile: Profile) -> TrainConfig:
+    def selection_metric(self, n_classes: int) -> str:
+        return "balanced_accuracy"  # the paper reports balanced accuracy
+
+    def encoder_parameter_names(self, model):
+        """Everything but the head: EEGM2 fine-tunes the whole pre-trained network."""
+        return [n for n, _ in model.named_parameters() if not n.startswith("head.")]
+
+    def finetune_config(self, profile: Profile, store: WindowStore,
+                        mode: str = "full") -> TrainConfig:
         # Paper: Fine = whole model + MLP head, about 5 epochs.
         paper = profile.preset == "paper"
         return TrainConfig(epochs=5 if paper else profile.finetune_epochs,

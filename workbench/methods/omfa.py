@@ -19,9 +19,31 @@ from ..config import Profile, TrainConfig
 from ..data.datasets import ConcatDataset, SingleChannelDataset
 from ..data.store import WindowStore
 from ..models import create_model
-from ..models.omfa import OMFA_VARIANTS, load_pretrained_encoder, param_groups
+from ..models.omfa import (
+    OMFA_VARIANTS,
+    encoder_parameter_names,
+    load_pretrained_encoder,
+    param_groups,
+)
 from ..objectives.contrastive import ContrastiveObjective
-from .base import Method, register_method
+from ..utils import check_option
+from .base import Method, PaperResult, Variant, register_method, variant_table
+
+_SOURCE = "One Model for All, Tables II-III (within-subject accuracy)"
+
+
+def _paper() -> tuple[PaperResult, ...]:
+    table = {  # accuracy %, SEED / DEAP (valence) / DREAMER (valence)
+        "art_gat": (99.27, 93.69, 93.93), "scratch": (97.96, 86.04, 90.38),
+        "nograph": (94.22, 77.25, 90.11), "gcn": (98.24, 71.50, 93.46),
+        "fixed_patch": (98.86, 93.61, 93.13)}
+    rows = [PaperResult(v, d, "accuracy", acc / 100, _SOURCE, "within_subject")
+            for v, accs in table.items() for d, acc in zip(("SEED", "DEAP", "DREAMER"), accs)]
+    # Table I: pre-train on SEED + DEAP, fine-tune within-subject on DREAMER, by channel schema
+    rows += [PaperResult(f"transfer_{k}", "DREAMER", "accuracy", v / 100,
+                         "One Model for All, Table I (cross-dataset)", "within_subject")
+             for k, v in (("intersection", 94.08), ("ucs", 93.05))]
+    return tuple(rows)
 
 
 class OMFA(Method):
@@ -29,27 +51,20 @@ class OMFA(Method):
 
     name = "omfa"
     description = "UCS + ART encoder + NT-Xent pre-training + GAT classifier"
-    variants = {k: {**v, "pretrain_key": "fixed" if k == "fixed_patch" else "adaptive"}
-                for k, v in OMFA_VARIANTS.items()}
+    variants = variant_table(*[
+        Variant(k, v["description"], v["pretrained"], model=dict(v["encoder"]),
+                classifier=dict(v["classifier"])) for k, v in OMFA_VARIANTS.items()])
     default_variant = "art_gat"
     window_s = 2.0
     overlap_s = 0.2
     scale = "microvolts"
     recipe = "omfa"
-    downstream = "fine"
-    paper_metric = "accuracy"
-    paper_results = {  # Table II/III of the paper, accuracy %
-        "art_gat": {"SEED": 99.27, "DEAP": 93.69, "DREAMER": 93.93},
-        "scratch": {"SEED": 97.96, "DEAP": 86.04, "DREAMER": 90.38},
-        "nograph": {"SEED": 94.22, "DEAP": 77.25, "DREAMER": 90.11},
-        "gcn": {"SEED": 98.24, "DEAP": 71.50, "DREAMER": 93.46},
-        "fixed_patch": {"SEED": 98.86, "DEAP": 93.61, "DREAMER": 93.13},
-    }
-    #: Table I: pre-train on SEED + DEAP, fine-tune within-subject on DREAMER (accuracy %).
-    transfer_results = {"intersection": 94.08, "ucs": 93.05}
+    default_mode = "full"
+    any_montage = True  # the classifier reads channel ids over the UCS
+    paper_results = _paper()
 
     def _encoder_kw(self, variant: str, vocab: ChannelVocabulary) -> dict:
-        return {**self.variant(variant)["encoder"], "n_channels": len(vocab),
+        return {**self.variant(variant).model, "n_channels": len(vocab),
                 "n_rates": len(SAMPLING_RATES)}
 
     # ------------------------------------------------------------------ pre-training
@@ -78,8 +93,12 @@ class OMFA(Method):
                            num_workers=profile.num_workers, keep_top_k=1)
 
     # ------------------------------------------------------------------ fine-tuning
-    def build_classifier(self, variant, preset, store, vocab, n_classes, pretrained_state):
-        kw = {**self.variant(variant)["classifier"], **self._encoder_kw(variant, vocab),
+    def build_classifier(self, variant, preset, store, vocab, n_classes, pretrained_state,
+                         head="default"):
+        # The paper's head is already linear (dropout + Linear after the channel Transformer):
+        # "linear" and "default" build the same model; the linear mode freezes the encoder.
+        check_option("head", head, ("default", "linear"))
+        kw = {**self.variant(variant).classifier, **self._encoder_kw(variant, vocab),
               "n_outputs": n_classes}
         model = create_model("omfa_classifier", preset, **kw)
         if pretrained_state is not None:
@@ -95,7 +114,11 @@ class OMFA(Method):
         enc, head = (5e-6, 1e-4) if profile.preset == "paper" else (3e-4, 1e-3)
         return param_groups(model, encoder_lr=enc if pretrained else head, head_lr=head)
 
-    def finetune_config(self, profile: Profile) -> TrainConfig:
+    def encoder_parameter_names(self, model: nn.Module) -> list[str]:
+        return encoder_parameter_names(model)
+
+    def finetune_config(self, profile: Profile, store: WindowStore,
+                        mode: str = "full") -> TrainConfig:
         return TrainConfig(epochs=profile.finetune_epochs, batch_size=profile.finetune_batch_size,
                            lr=1e-4, weight_decay=1e-2, schedule="constant", grad_clip=1.0,
                            max_steps_per_epoch=profile.max_steps_per_epoch, keep_top_k=5,

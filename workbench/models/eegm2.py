@@ -17,7 +17,7 @@ A block is ``x + LayerNorm(Mamba2(x))`` (``d_state=16, d_conv=2, expand=8, headd
 upsampling is parameter-free linear interpolation. With 16 channels the paper preset has
 4,565,144 parameters and the encoder alone (EEGM2 Light) 254,392.
 
-Ablations (``variant=`` or the registered names ``eegm2_s1`` ... ``eegm2_s5``):
+Ablations (plain keyword arguments; ``EEGM2_VARIANTS`` lists each one's model and loss switches):
 
 ====  ========================================================================
 S1    single Conv1d (k=3) input embedding instead of the multi-scale one
@@ -151,25 +151,25 @@ class EEGM2(nn.Module):
     d_state, d_conv, expand, headdim, chunk_size : int
         Mamba-2 settings of every block (16, 2, 8, 64, 256 in the paper); Mamba-1 blocks use
         ``d_state``, ``d_conv`` and ``expand``.
-    block : {"mamba2", "mamba1", "transformer"}, optional
-        Sequence block (S3/S4: ``"mamba1"``, S5: ``"transformer"``). Default from ``variant``,
-        else ``"mamba2"``.
-    multiscale : bool, optional
+    block : {"mamba2", "mamba1", "transformer"}
+        Sequence block (S3/S4: ``"mamba1"``, S5: ``"transformer"``).
+    multiscale : bool
         Multi-scale (k = 1, 3, 7) input embedding; ``False`` is a single k=3 Conv1d (S1/S4).
-        Default from ``variant``, else ``True``.
-    encoder_only : bool, optional
+    decoder : bool
+        Build the decoder (``recon``); a classifier (EEGM2 Fine) reads the mediator's tokens
+        and leaves it out, so no parameter goes without a gradient.
+    encoder_only : bool
         EEGM2 (Light): embedding and the three encoder stages only, no ``recon``. Its parameter
         names are a subset of the full model's, so ``light.load_state_dict(full.state_dict(),
         strict=False)`` transfers a pre-trained encoder (see :meth:`to_light`).
-    variant : str, optional
-        A key of ``EEGM2_VARIANTS`` (``"s1"`` ... ``"s5"``, ``"light"``); explicit ``block``,
-        ``multiscale`` and ``encoder_only`` arguments win over it.
     attn_heads, attn_dropout
         Transformer block settings (S5: 4 heads, dropout 0.1).
     n_outputs : int, optional
-        When given, an MLP head on the pooled embedding returns ``logits`` (fine-tuning).
+        When given, a head on the pooled embedding returns ``logits`` (fine-tuning).
+    head : {"mlp", "linear"}
+        That head: an MLP with one hidden layer of ``head_hidden`` units, or one Linear layer.
     head_hidden : int
-        Hidden width of that head.
+        Hidden width of the MLP head.
     backend : {"auto", "torch", "cuda"}
         Mamba kernels (see :class:`workbench.models.layers.ssm.Mamba2`).
     n_times, sfreq
@@ -192,24 +192,22 @@ class EEGM2(nn.Module):
 
     def __init__(self, n_chans: int = 16, widths: tuple[int, int, int] = (64, 128, 256),
                  d_state: int = 16, d_conv: int = 2, expand: int = 8, headdim: int = 64,
-                 chunk_size: int = 256, block: str | None = None, multiscale: bool | None = None,
-                 encoder_only: bool | None = None, variant: str | None = None,
-                 attn_heads: int = 4, attn_dropout: float = 0.1, n_outputs: int | None = None,
-                 head_hidden: int = 64, backend: str = "auto", n_times: int | None = None,
+                 chunk_size: int = 256, block: str = "mamba2", multiscale: bool = True,
+                 encoder_only: bool = False, decoder: bool = True, attn_heads: int = 4,
+                 attn_dropout: float = 0.1,
+                 n_outputs: int | None = None, head: str = "mlp", head_hidden: int = 64,
+                 backend: str = "auto", n_times: int | None = None,
                  sfreq: float | None = None) -> None:
         super().__init__()
-        chosen = eegm2_variant(variant)[0] if variant is not None else {}
-        block = block if block is not None else chosen.get("block", "mamba2")
-        multiscale = multiscale if multiscale is not None else chosen.get("multiscale", True)
-        encoder_only = (encoder_only if encoder_only is not None
-                        else chosen.get("encoder_only", False))
         check_option("block", block, BLOCKS)
+        check_option("head", head, ("mlp", "linear"))
         if len(widths) != 3:
             raise ValueError(f"Invalid value for the 'widths' parameter: expected three stage "
                              f"widths, got {widths!r}.")
         w1, w2, w3 = (int(w) for w in widths)
         self.n_chans, self.widths, self.block = n_chans, (w1, w2, w3), block
-        self.multiscale, self.encoder_only, self.variant = multiscale, encoder_only, variant
+        self.multiscale, self.encoder_only = multiscale, encoder_only
+        self.decoder = decoder and not encoder_only
         self.n_times, self.sfreq = n_times, sfreq
         self._config = dict(n_chans=n_chans, widths=(w1, w2, w3), d_state=d_state,
                             d_conv=d_conv, expand=expand, headdim=headdim,
@@ -228,15 +226,20 @@ class EEGM2(nn.Module):
         if not encoder_only:
             self.mediator = nn.Sequential(nn.Linear(w3, w3), EEGM2Block(w3, **blk),
                                           nn.Linear(w3, w3))
+        if self.decoder:
             self.decoder3 = nn.Conv1d(2 * w3, w3, kernel_size=3, padding=1)
             self.decoder3_block = EEGM2Block(w3, **blk)
             self.decoder2 = nn.Conv1d(w2 + w3, w2, kernel_size=3, padding=1)
             self.decoder2_block = EEGM2Block(w2, **blk)
             self.decoder1 = nn.Conv1d(w1 + w2, w1, kernel_size=3, padding=1)
             self.output = nn.Conv1d(w1, n_chans, kernel_size=1)
-        self.head = (nn.Sequential(nn.Linear(w3, head_hidden), nn.GELU(),
-                                   nn.Linear(head_hidden, n_outputs))
-                     if n_outputs is not None else None)
+        if n_outputs is None:
+            self.head = None
+        elif head == "linear":
+            self.head = nn.Linear(w3, n_outputs)
+        else:
+            self.head = nn.Sequential(nn.Linear(w3, head_hidden), nn.GELU(),
+                                      nn.Linear(head_hidden, n_outputs))
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Encoder features ``x1`` (B, w1, T), ``x2`` (B, w2, T/2), ``x3`` (B, w3, T/4) and the
@@ -263,6 +266,9 @@ class EEGM2(nn.Module):
         if self.encoder_only:
             tokens = x3p.transpose(1, 2)  # (B, T/8, w3)
             out = {"tokens": tokens, "embedding": tokens.mean(1)}
+        elif not self.decoder:
+            tokens = self.mediator(x3p.transpose(1, 2))  # (B, T/8, w3)
+            out = {"tokens": tokens, "embedding": tokens.mean(1)}
         else:
             tokens = self.mediator(x3p.transpose(1, 2))  # (B, T/8, w3)
             d = F.interpolate(tokens.transpose(1, 2), size=x3.shape[-1], mode="linear",
@@ -282,25 +288,10 @@ class EEGM2(nn.Module):
 
     def to_light(self) -> EEGM2:
         """An encoder-only copy (EEGM2 Light) carrying this model's encoder weights."""
-        light = EEGM2(encoder_only=True, variant=self.variant, **self._config)
+        light = EEGM2(**{**self._config, "encoder_only": True})
         missing, unexpected = light.load_state_dict(copy.deepcopy(self.state_dict()),
                                                     strict=False)
         if missing:
             raise RuntimeError(f"EEGM2.to_light: encoder weights missing from the model: "
                                f"{missing}.")
         return light.to(next(self.parameters()).device)
-
-
-def _register_variant(name: str, variant: str) -> None:
-    def build(**kwargs: Any) -> EEGM2:
-        kwargs.setdefault("variant", variant)
-        return EEGM2(**kwargs)
-
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = f"EEGM2 variant {variant!r}: {EEGM2_VARIANTS[variant]}."
-    register_model(name, presets=EEGM2_PRESETS)(build)
-
-
-for _name, _variant in (("eegm2_light", "light"), ("eegm2_s1", "s1"), ("eegm2_s2", "s2"),
-                        ("eegm2_s3", "s3"), ("eegm2_s4", "s4"), ("eegm2_s5", "s5")):
-    _register_variant(_name, _variant)

@@ -181,6 +181,8 @@ class ARTEncoder(nn.Module):
     .. [1] "One Model for All", Section III-D1.
     """
 
+    n_chans = 1  # univariate: one channel per sample
+
     def __init__(
         self,
         d_model: int = 128,
