@@ -41,7 +41,7 @@ def test_omfa_notebooks_on_real_data(dataset, folder, shared_data, cache):
     pre = _run("03_pretrain", cache, datasets=[dataset], **common)
     assert pre["loss_last"] < pre["loss_first"]
     ft = _run("04_finetune", cache, dataset=dataset, scratch_variant="", finetune_epochs=20,
-              **common)  # as in profiles/smoke.yaml
+              pretrain_datasets=[dataset], **common)  # as in profiles/smoke.yaml
     assert ft["n_subjects"] == (2 if dataset == "eegmat" else 1)
     assert 0 <= ft["balanced_accuracy"] <= 1 and 0 <= ft["baseline_balanced_accuracy"] <= 1
 
@@ -52,5 +52,18 @@ def test_eegm2_pretrains_and_probes_above_chance(dataset, folder, shared_data, c
     common = {"method": "eegm2", "data_path": str(shared_data / folder)}
     pre = _run("03_pretrain", cache, datasets=[dataset], **common)
     assert pre["loss_last"] < pre["loss_first"]
-    ft = _run("04_finetune", cache, dataset=dataset, scratch_variant="", mode="probe", **common)
+    ft = _run("04_finetune", cache, dataset=dataset, scratch_variant="", mode="probe",
+              pretrain_datasets=[dataset], **common)
     assert ft["balanced_accuracy"] > 0.55, ft
+
+
+def test_fixed_subject_split_on_eegmat(shared_data, cache):
+    """A public benchmark's way: fixed train / validation / test subjects (here the 12 subjects
+    at hand: 00-07 / 08-09 / 10-11), every recording read (max_subjects=0)."""
+    common = {"method": "omfa", "data_path": str(shared_data / "eegmat"), "recipe": "minimal"}
+    ft = _run("04_finetune", cache, dataset="eegmat", scratch_variant="scratch",
+              pretrain_datasets=["eegmat"], protocol="fixed", max_subjects=0,
+              train_subjects=[f"{i:02d}" for i in range(8)], val_subjects=["08", "09"],
+              test_subjects=["10", "11"], **common)
+    assert ft["protocol"] == "fixed" and ft["n_folds"] == 1 and ft["n_confounded_folds"] == 0
+    assert 0 <= ft["balanced_accuracy"] <= 1 and 0 <= ft["baseline_balanced_accuracy"] <= 1

@@ -28,7 +28,8 @@ from ..utils import get_logger
 
 logger = get_logger("evaluation")
 
-ID_COLUMNS = ("subject", "session", "fold", "seed", "run", "epoch", "step", "index", "window_id")
+ID_COLUMNS = ("subject", "session", "fold", "seed", "run", "epoch", "step", "index", "window_id",
+              "n_classes", "n_train", "n_val", "n_test")
 
 
 def _quiet(name: str, fn: Callable[..., float], *args: Any, **kwargs: Any) -> float:

@@ -168,11 +168,16 @@ def finetune(method: str | Method, store: WindowStore, *,
            as_layout(run_dir).run("finetune", m.name,
                                   f"{store.dataset}-{variant}-{mode}-{protocol.name}", settings))
     requested = {"seeds": sorted(int(s) for s in seeds), "baseline": baseline}
-    if run.finished and run.summary().get("requested") == requested:
+    done = run.summary().get("requested", {}) if run.finished else {}
+    if done and set(requested["seeds"]) <= set(done["seeds"]) and (done["baseline"]
+                                                                  or not baseline):
         log.info("reusing the finished fine-tuning runs in %s", run.path)
-        return FinetuneResult(m.name, variant, pd.read_csv(run / "results.csv",
-                                                           dtype={"subject": str}),
-                              pd.read_csv(run / "predictions.csv"), run.path)
+        results = pd.read_csv(run / "results.csv", dtype={"subject": str, "fold": str})
+        results["subject"] = results["subject"].fillna("")
+        preds = pd.read_csv(run / "predictions.csv", dtype={"fold": str})
+        return FinetuneResult(m.name, variant, results[results["seed"].isin(seeds)]
+                              .reset_index(drop=True),
+                              preds[preds["seed"].isin(seeds)].reset_index(drop=True), run.path)
     resume = run.claim()
     ctx = _FoldContext(m, prof, variant, mode, state, vocab, cfg, device, channels, resume,
                        lora_rank)
@@ -188,7 +193,8 @@ def finetune(method: str | Method, store: WindowStore, *,
             n_classes = store.n_classes
             probs, y, idx = ctx.run_fold(sp, train_ds, val_ds, test_ds, n_classes, seed,
                                          run.path / f"seed{seed}" / fold, store)
-            common = {"method": m.name, "dataset": store.dataset, "protocol": protocol.name,
+            common = {"method": m.name, "dataset": store.dataset, "n_classes": n_classes,
+                      "protocol": protocol.name,
                       "fold": fold, "subject": sp.subject or "", "seed": seed,
                       "n_train": len(train_ds), "n_val": len(val_ds) if val_ds else 0,
                       "n_test": len(test_ds),

@@ -225,7 +225,8 @@ def finetune_multitask(method: str | Method, stores: Sequence[WindowStore], *,
                 probs, y, idx = ensemble_predict_proba(trainer.model, paths, test, device=device)
                 met = classification_metrics(y, probs, labels=list(range(s.n_classes)))
                 rows.append({"method": m.name, "variant": variant, "mode": mode,
-                             "dataset": s.dataset, "protocol": protocol.name,
+                             "dataset": s.dataset, "n_classes": s.n_classes,
+                             "protocol": protocol.name,
                              "fold": f"fold{f}", "subject": "", "seed": seed,
                              "tasks": "+".join(x.dataset for x in stores),
                              "n_train": len(sp.train), "n_val": len(sp.val),

@@ -67,3 +67,21 @@ def create_model(name: str, preset: str | None = "tiny", **overrides: Any):
         kwargs.update(presets[preset])
     kwargs.update(overrides)
     return _MODELS[name](**kwargs)
+
+
+def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"eegm2 block=transformer encoder_only=true"`` -> ``("eegm2", {"block": "transformer",
+    "encoder_only": True})``: a registered model and keyword overrides as one flat string (a
+    notebook parameter). Values are read as YAML scalars."""
+    import yaml
+
+    name, *pairs = spec.split()
+    kwargs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"Invalid model spec {spec!r}: expected 'name key=value ...', got "
+                             f"{pair!r}.")
+        kwargs[key] = yaml.safe_load(value)
+    model_presets(name)  # KeyError naming the registered models for an unknown name
+    return name, kwargs
