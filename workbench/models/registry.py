@@ -70,9 +70,9 @@ def create_model(name: str, preset: str | None = "tiny", **overrides: Any):
 
 
 def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"eegm2 block=transformer encoder_only=true"`` -> ``("eegm2", {"block": "transformer",
-    "encoder_only": True})``: a registered model and keyword overrides as one flat string (a
-    notebook parameter). Values are read as YAML scalars."""
+    """``"my_model block=transformer encoder_only=true"`` -> ``("my_model", {"block":
+    "transformer", "encoder_only": True})``: a registered model and keyword overrides as one
+    flat string (a notebook parameter). Values are read as YAML scalars."""
     import yaml
 
     name, *pairs = spec.split()
