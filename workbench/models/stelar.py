@@ -20,10 +20,11 @@ Downstream model ``"stelar_classifier"`` (:class:`StelarClassifier`): an optiona
 pre-training channels), ``encoder`` (weights from pre-training, :func:`load_pretrained_encoder`),
 mean pooling over tokens and a linear or MLP ``head``.
 
-Sizes of the ``paper`` preset with 19 channel ids: encoder 109,056 parameters (paper: about
-112 K); trainable total 261,432 (paper: about 263 K). The paper gives neither the predictor nor
-the reconstructor width: **our default** ``pred_dim=64`` and ``rec_dim=80`` bring the total to
-the paper's.
+Sizes of the ``paper`` preset with 19 channel ids: encoder 113,680 parameters (paper: about
+112 K); trainable total 266,056 (paper: about 263 K). The paper gives neither the patch
+embedder's convolutions nor the predictor and reconstructor widths: **our defaults** are
+CBraMod's patch convolutions (25 channels, kernel 49, stride 25, GroupNorm(5)),
+``pred_dim=64`` and ``rec_dim=80``.
 
 References
 ----------

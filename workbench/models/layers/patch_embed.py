@@ -63,12 +63,13 @@ class DualBranchPatchEmbed(nn.Module):
     dim : int
         Token width (64 in the paper).
     conv_channels : int
-        Channels of the temporal convolutions (**our default** 8; not given in the paper).
+        Channels of the temporal convolutions (not given in the paper; the STELAR ``paper``
+        preset uses CBraMod's 25).
     conv_kernel, conv_stride : int
-        Kernel and stride of the first convolution (**our default** 15 and 8, LaBraM's temporal
-        encoder); the two following convolutions have kernel 3, stride 1.
+        Kernel and stride of the first convolution (the STELAR ``paper`` preset: CBraMod's 49
+        and 25); the two following convolutions have kernel 3, stride 1.
     norm_groups : int
-        GroupNorm groups (must divide ``conv_channels``; **our default** 4).
+        GroupNorm groups (must divide ``conv_channels``; CBraMod: 5).
     fft_hidden : int, optional
         Hidden width of the spectral MLP (default ``dim``).
     impl : {"matmul", "conv"}
