@@ -1,0 +1,614 @@
+"""STELAR: criss-cross encoder pre-trained by masked latent prediction + masked reconstruction.
+
+Pre-training model ``"stelar"`` (:class:`StelarPretrain`)::
+
+    x (B, C, T) -> patches (B, C, P, patch_len), P = T / patch_len
+    mask (B, C, P)        50 % of the real patches of each window, at random
+    encoder (online)      dual-branch patch embedding + channel embedding, ``depth`` criss-cross
+                          blocks whose keys are the visible patches only -> tokens (B, C, P, d)
+    target_encoder (EMA)  the same encoder on the full signal, no gradient -> LN -> target
+    predictor             1 criss-cross block; mask tokens at masked positions are the queries,
+                          keys/values come from visible tokens only -> pred (B, C, P, d)
+    reconstructor         1 full-attention block over all C * P tokens -> recon (B, C, T)
+
+The objective (``workbench.objectives.masked.MaskedObjective``) regresses ``pred`` onto
+``target`` and ``recon`` onto the input at masked patches, weighted by MTPE-GB, and moves the
+target encoder by EMA after every step (:meth:`StelarPretrain.update_target`).
+
+Downstream model ``"stelar_classifier"`` (:class:`StelarClassifier`): an optional
+:class:`~workbench.models.layers.heads.ChannelAdapter` (1x1 conv, dataset channels -> the
+pre-training channels), ``encoder`` (weights from pre-training, :func:`load_pretrained_encoder`),
+mean pooling over tokens and a linear or MLP ``head``.
+
+Sizes of the ``paper`` preset with 19 channel ids: encoder 113,680 parameters (paper: about
+112 K); trainable total 266,056 (paper: about 263 K). The paper gives neither the patch
+embedder's convolutions nor the predictor and reconstructor widths: **our defaults** are
+CBraMod's patch convolutions (25 channels, kernel 49, stride 25, GroupNorm(5)),
+``pred_dim=64`` and ``rec_dim=80``.
+
+References
+----------
+.. [1] V.-C. Nguyen et al., "Balanced latent semantics and signal fidelity for EEG
+       representation learning" (STELAR), Sections 2.1-2.3, Tables 2-3, Appendix E-F.
+.. [2] J. Wang et al., "CBraMod: A criss-cross brain foundation model for EEG decoding",
+       arXiv:2412.07236, 2024.
+.. [3] M. Assran et al., "Self-supervised learning from images with a joint-embedding
+       predictive architecture" (I-JEPA), CVPR 2023.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from workbench.channels import ChannelVocabulary
+from workbench.models.layers.criss_cross import (
+    IMPLS,
+    CrissCrossAttention,
+    FullAttention,
+    TransformerBlock,
+    criss_cross_masks,
+)
+from workbench.models.layers.heads import HEADS, ChannelAdapter, make_head
+from workbench.models.layers.patch_embed import DualBranchPatchEmbed, patchify, unpatchify
+from workbench.models.registry import register_model
+from workbench.utils import check_option
+
+logger = logging.getLogger("workbench")
+
+__all__ = ["ENCODER_FIELDS", "STELAR_VARIANTS", "StelarClassifier", "StelarEncoder",
+           "StelarPretrain", "load_pretrained_encoder", "random_patch_mask",
+           "set_attention_impl", "stelar_variant"]
+
+_ENC_PAPER: dict[str, Any] = dict(
+    patch_len=200, dim=64, depth=2, n_heads=2, mlp_ratio=4.0, qkv_bias=True, init_std=0.02,
+    norm_eps=1e-6, conv_channels=25, conv_kernel=49, conv_stride=25, norm_groups=5,
+    fft_hidden=64, n_channels=19)
+# Same structure, half the width: a smoke training step (32 windows x 62 ch x 4 patches) on
+# one CPU thread stays well under 0.1 s.
+_ENC_TINY: dict[str, Any] = dict(
+    patch_len=200, dim=32, depth=2, n_heads=2, mlp_ratio=2.0, qkv_bias=True, init_std=0.02,
+    norm_eps=1e-6, conv_channels=4, conv_kernel=49, conv_stride=25, norm_groups=2,
+    fft_hidden=32, n_channels=62)
+_PRE_PAPER = dict(_ENC_PAPER, mask_ratio=0.5, pred_dim=64, pred_heads=2, rec_dim=80,
+                  rec_heads=2)
+_PRE_TINY = dict(_ENC_TINY, mask_ratio=0.5, pred_dim=32, pred_heads=2, rec_dim=32, rec_heads=2)
+_CLS_EXTRA = dict(head="linear", pooling="mean", head_dropout=0.0)
+
+ENCODER_FIELDS: tuple[str, ...] = (
+    "patch_len", "dim", "depth", "n_heads", "mlp_ratio", "qkv_bias", "init_std", "norm_eps",
+    "conv_channels", "conv_kernel", "conv_stride", "norm_groups", "fft_hidden", "n_channels",
+    "rope_base", "attention", "input_scale", "impl")
+"""Constructor arguments of :class:`StelarEncoder`, shared by ``stelar`` and
+``stelar_classifier`` (an encoder pre-trained with some values loads into a classifier built
+with the same values)."""
+
+STELAR_VARIANTS: dict[str, dict[str, Any]] = {
+    "stelar": {"model": {}, "objective": {"weighting": "mtpe_gb", "rule": "proportional"},
+               "pretrained": True, "description": "STELAR: both losses, MTPE-GB (printed rule)."},
+    "mtpe_gb_inverse": {"model": {}, "objective": {"weighting": "mtpe_gb", "rule": "inverse"},
+                        "pretrained": True,
+                        "description": "MTPE-GB with raw weights proportional to 1/u_i."},
+    "fixed_0.5": {"model": {}, "objective": {"weighting": "fixed", "w_lat": 0.5},
+                  "pretrained": True, "description": "Fixed weights w_lat = w_rec = 0.5."},
+    "latent_only": {"model": {}, "objective": {"weighting": "fixed", "w_lat": 1.0},
+                    "pretrained": True, "description": "w_lat = 1, w_rec = 0."},
+    "recon_only": {"model": {}, "objective": {"weighting": "fixed", "w_lat": 0.0},
+                   "pretrained": True, "description": "w_lat = 0, w_rec = 1."},
+    "no_ema": {"model": {"ema": False}, "objective": {"weighting": "mtpe_gb"},
+               "pretrained": True,
+               "description": "No EMA teacher: the online encoder (stop-gradient) is the target."},
+    "mask_0.25": {"model": {"mask_ratio": 0.25}, "objective": {"weighting": "mtpe_gb"},
+                  "pretrained": True, "description": "25 % of the patches masked."},
+    "mask_0.75": {"model": {"mask_ratio": 0.75}, "objective": {"weighting": "mtpe_gb"},
+                  "pretrained": True, "description": "75 % of the patches masked."},
+    "scratch": {"model": {}, "objective": {"weighting": "mtpe_gb"}, "pretrained": False,
+                "description": "The classifier trained from a random encoder."},
+}
+"""Variants: ``model`` overrides of ``stelar``, ``objective`` keyword arguments of
+``MaskedObjective``, ``pretrained`` (start fine-tuning from the pre-trained encoder). A fixed
+weight grid is ``{"weighting": "fixed", "w_lat": w}`` for any ``w`` in [0, 1]."""
+
+
+def stelar_variant(name: str) -> dict[str, Any]:
+    """A copy of one :data:`STELAR_VARIANTS` entry (ValueError naming the variants)."""
+    check_option("variant", name, list(STELAR_VARIANTS))
+    return copy.deepcopy(STELAR_VARIANTS[name])
+
+
+def random_patch_mask(batch: int, n_chans: int, n_patches: int, ratio: float,
+                      ch_mask: Tensor | None = None, generator: torch.Generator | None = None,
+                      device: torch.device | str | None = None) -> Tensor:
+    """Mask (B, C, P) (True = masked) of ``round(ratio * n)`` of the ``n`` real patches of each
+    window, drawn uniformly at random; padding channels are never masked and at least one
+    patch per window stays visible."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"Invalid value for the 'mask_ratio' parameter: expected a ratio in "
+                         f"[0, 1), got {ratio!r}.")
+    gen_dev = generator.device if generator is not None else device
+    noise = torch.rand(batch, n_chans * n_patches, generator=generator, device=gen_dev)
+    noise = noise.to(device)  # (B, C*P)
+    if ch_mask is None:
+        n_real = torch.full((batch,), n_chans * n_patches, device=noise.device)
+    else:
+        real = ch_mask.to(torch.bool)[:, :, None].expand(batch, n_chans, n_patches)
+        real = real.reshape(batch, -1)  # (B, C*P)
+        noise = noise.masked_fill(~real, 2.0)  # padding sorts last: never masked
+        n_real = real.sum(-1)
+    n_mask = torch.minimum((n_real * ratio).round().long(), (n_real - 1).clamp(min=0))
+    rank = noise.argsort(-1).argsort(-1)  # (B, C*P) rank of each patch's noise
+    return (rank < n_mask[:, None]).view(batch, n_chans, n_patches)
+
+
+def _init_weights(module: nn.Module, std: float) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=std)
+
+
+def _mask_token(kind: str, dim: int) -> nn.Parameter | Tensor:
+    check_option("mask_token", kind, ["constant", "learnable"])
+    if kind == "learnable":
+        return nn.Parameter(torch.zeros(dim).normal_(std=0.02))
+    return torch.zeros(dim)
+
+
+class StelarEncoder(nn.Module):
+    """Dual-branch patch embedding + channel embedding + criss-cross Transformer blocks.
+
+    Parameters
+    ----------
+    patch_len : int
+        Samples per patch (200).
+    dim, depth, n_heads : int
+        Width (64), blocks (2) and heads (2).
+    mlp_ratio : float
+        MLP hidden width / ``dim`` (4).
+    qkv_bias : bool
+        Query/key/value bias (True).
+    init_std : float
+        Std of the truncated-normal init of Linear and embedding weights (0.02).
+    norm_eps : float
+        LayerNorm epsilon (1e-6).
+    conv_channels, conv_kernel, conv_stride, norm_groups, fft_hidden
+        Patch embedder (see :class:`DualBranchPatchEmbed`).
+    n_channels : int
+        Size of the learnable channel-embedding table (the ``ChannelVocabulary``).
+    rope_base : float
+        RoPE base of the temporal attention.
+    attention : {"criss_cross", "full"}
+        Criss-cross blocks (the paper) or full attention over all ``C * P`` tokens (RoPE on the
+        patch index), for the efficiency comparison.
+    input_scale : float
+        Factor applied to the raw input (e.g. ``1e6`` for windows stored in volts).
+    impl : {"sdpa", "plain"}
+        Attention kernel (see :func:`set_attention_impl`).
+
+    Notes
+    -----
+    ``forward(x, ch_ids=None, ch_mask=None, mask=None)`` takes ``x`` (B, C, T), ``ch_ids``
+    (B, C) (default ``0..C-1``), ``ch_mask`` (B, C) (True = real channel) and ``mask``
+    (B, C, P) (True = masked patch) and returns tokens (B, C, P, dim); ``spectrum`` is the
+    optional precomputed ``patch_embed.spectrum(x)`` (of the scaled input). Masked patches enter as
+    a constant (zero) token and are never keys, padding channels are never keys: the tokens of
+    visible real patches do not depend on them.
+    """
+
+    def __init__(self, patch_len: int = 200, dim: int = 64, depth: int = 2, n_heads: int = 2,
+                 mlp_ratio: float = 4.0, qkv_bias: bool = True, init_std: float = 0.02,
+                 norm_eps: float = 1e-6, conv_channels: int = 8, conv_kernel: int = 15,
+                 conv_stride: int = 8, norm_groups: int = 4, fft_hidden: int | None = None,
+                 n_channels: int = 19, rope_base: float = 10000.0,
+                 attention: str = "criss_cross", input_scale: float = 1.0,
+                 impl: str = "sdpa") -> None:
+        super().__init__()
+        check_option("attention", attention, ["criss_cross", "full"])
+        check_option("impl", impl, IMPLS)
+        self.patch_len, self.dim, self.attention = int(patch_len), int(dim), attention
+        self.input_scale = float(input_scale)
+        self.patch_embed = DualBranchPatchEmbed(patch_len, dim, conv_channels, conv_kernel,
+                                                conv_stride, norm_groups, fft_hidden)
+        self.chan_embed = nn.Embedding(n_channels, dim)
+
+        def attn() -> nn.Module:
+            cls = CrissCrossAttention if attention == "criss_cross" else FullAttention
+            return cls(dim, n_heads, qkv_bias=qkv_bias, rope_base=rope_base, impl=impl)
+
+        self.blocks = nn.ModuleList(TransformerBlock(dim, attn(), mlp_ratio, norm_eps)
+                                    for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
+        _init_weights(self, init_std)
+
+    def channel_ids(self, ch_ids: Tensor | None, B: int, C: int, device: torch.device) -> Tensor:
+        """``ch_ids`` checked against the table (or ``0..C-1``), shape (B, C)."""
+        size = self.chan_embed.num_embeddings
+        if ch_ids is None:
+            if C > size:
+                raise ValueError(f"No 'ch_ids' given for {C} channels, but the channel table "
+                                 f"has only n_channels={size} ids; pass ch_ids.")
+            return torch.arange(C, device=device).expand(B, C)
+        if tuple(ch_ids.shape) != (B, C):
+            raise ValueError(f"Invalid shape for 'ch_ids': expected {(B, C)}, got "
+                             f"{tuple(ch_ids.shape)}.")
+        # Range check on CPU only: on CUDA it would synchronise every step.
+        if ch_ids.device.type == "cpu" and ch_ids.numel() and (
+                int(ch_ids.min()) < 0 or int(ch_ids.max()) >= size):
+            raise ValueError(f"Invalid 'ch_ids': ids must lie in [0, {size}) (n_channels), got "
+                             f"min {int(ch_ids.min())}, max {int(ch_ids.max())}.")
+        return ch_ids
+
+    def forward(self, x: Tensor, ch_ids: Tensor | None = None, ch_mask: Tensor | None = None,
+                mask: Tensor | None = None, spectrum: Tensor | None = None) -> Tensor:
+        B, C, _ = x.shape
+        if self.input_scale != 1.0:
+            x = x * self.input_scale
+        tok = self.patch_embed(x, spectrum)  # (B, C, P, d)
+        P = tok.shape[2]
+        valid = None  # (B, C, P) keys: visible patches of real channels
+        if mask is not None:
+            tok = tok.masked_fill(mask[..., None], 0.0)  # constant mask token
+            valid = ~mask
+        if ch_mask is not None:
+            real = ch_mask.to(torch.bool)[:, :, None].expand(B, C, P)
+            valid = real if valid is None else valid & real
+        tok = tok + self.chan_embed(self.channel_ids(ch_ids, B, C, x.device))[:, :, None, :]
+        if self.attention == "full":
+            pos = torch.arange(P, device=x.device).repeat(C)  # (C*P,) patch index per token
+            flat = tok.reshape(B, C * P, self.dim)  # (B, C*P, d)
+            kv = None if valid is None else valid.reshape(B, C * P)
+            for blk in self.blocks:
+                flat = blk(flat, key_valid=kv, positions=pos)
+            return self.norm(flat).view(B, C, P, self.dim)
+        masks = None if valid is None else criss_cross_masks(valid)  # shared by the blocks
+        for blk in self.blocks:
+            tok = blk(tok, masks=masks)
+        return self.norm(tok)
+
+
+def _pool_mean(tokens: Tensor, keep: Tensor | None) -> Tensor:
+    """Mean of tokens (B, C, P, d) over the positions where ``keep`` (B, C, P) is True."""
+    if keep is None:
+        return tokens.mean(dim=(1, 2))
+    w = keep[..., None].to(tokens.dtype)  # (B, C, P, 1)
+    return (tokens * w).sum((1, 2)) / w.sum((1, 2)).clamp(min=1.0)
+
+
+def set_attention_impl(model: nn.Module, impl: str) -> nn.Module:
+    """Switch every attention layer of ``model`` to ``impl`` ("sdpa" or "plain")."""
+    check_option("impl", impl, IMPLS)
+    for m in model.modules():
+        if isinstance(m, (CrissCrossAttention, FullAttention)):
+            m.impl = impl
+    return model
+
+
+@register_model("stelar", presets={"tiny": _PRE_TINY, "paper": _PRE_PAPER})
+class StelarPretrain(nn.Module):
+    """STELAR pre-training model: online encoder, EMA target encoder, predictor, reconstructor.
+
+    Parameters
+    ----------
+    mask_ratio : float
+        Fraction of the real patches masked per window (0.5).
+    pred_dim, pred_heads : int
+        Width and heads of the 1-block criss-cross predictor (**our default** 64, 2).
+    rec_dim, rec_heads : int
+        Width and heads of the 1-block full-attention reconstructor (**our default** 80, 2).
+    mask_token : {"constant", "learnable"}
+        Mask token of the predictor and reconstructor queries (the paper: constant, zeros).
+    ema : bool
+        Keep an EMA target encoder (False: the online encoder on the full signal, under
+        ``no_grad``, is its own target: the "no EMA" variant).
+    target_norm : bool
+        Layer-normalise the target latents (no affine), as I-JEPA.
+    **encoder_fields
+        :data:`ENCODER_FIELDS` of :class:`StelarEncoder`.
+
+    Notes
+    -----
+    ``forward(x, ch_ids=None, rate_id=None, ch_mask=None, mask=None, generator=None)`` returns
+    ``tokens`` (B, C, P, d) (online encoder), ``embedding`` (B, d) (mean over visible real
+    tokens), ``pred`` and ``target`` (B, C, P, d), ``recon`` and ``signal`` (B, C, T) (the
+    reconstruction and its target, the scaled input) and ``mask`` (B, C, P) (True = masked
+    real patch). ``mask`` is drawn with :func:`random_patch_mask` (from ``generator`` if
+    given) unless passed. ``rate_id`` is accepted and ignored (STELAR resamples to one rate).
+    :meth:`encode` gives the unmasked tokens and embedding (features).
+    """
+
+    def __init__(self, mask_ratio: float = 0.5, pred_dim: int = 64, pred_heads: int = 2,
+                 rec_dim: int = 80, rec_heads: int = 2, mask_token: str = "constant",
+                 ema: bool = True, target_norm: bool = True, **encoder_fields: Any) -> None:
+        super().__init__()
+        unknown = sorted(set(encoder_fields) - set(ENCODER_FIELDS))
+        if unknown:
+            raise TypeError(f"StelarPretrain got unknown argument(s) {unknown}; encoder "
+                            f"arguments are {list(ENCODER_FIELDS)}.")
+        if not 0.0 <= mask_ratio < 1.0:
+            raise ValueError(f"Invalid value for the 'mask_ratio' parameter: expected a ratio "
+                             f"in [0, 1), got {mask_ratio!r}.")
+        self.mask_ratio, self.ema, self.target_norm = float(mask_ratio), bool(ema), target_norm
+        self.encoder_config = dict(encoder_fields)
+        self.encoder = StelarEncoder(**encoder_fields)
+        enc = self.encoder
+        d, n_ch, L = enc.dim, enc.chan_embed.num_embeddings, enc.patch_len
+        f = {k: encoder_fields[k] for k in ("qkv_bias", "rope_base") if k in encoder_fields}
+        eps = encoder_fields.get("norm_eps", 1e-6)
+        ratio = encoder_fields.get("mlp_ratio", 4.0)
+        std = encoder_fields.get("init_std", 0.02)
+        impl = encoder_fields.get("impl", "sdpa")
+        self.target_encoder = None
+        if self.ema:
+            self.target_encoder = copy.deepcopy(enc).requires_grad_(False)
+        # Predictor: 1 criss-cross block, keys/values from visible tokens only.
+        self.pred_embed = nn.Linear(d, pred_dim)
+        self.pred_chan_embed = nn.Embedding(n_ch, pred_dim)
+        self.pred_block = TransformerBlock(
+            pred_dim, CrissCrossAttention(pred_dim, pred_heads, impl=impl, **f), ratio, eps)
+        self.pred_norm = nn.LayerNorm(pred_dim, eps=eps)
+        self.pred_proj = nn.Linear(pred_dim, d)
+        # Reconstructor: 1 full-attention block over all C * P tokens.
+        self.rec_embed = nn.Linear(d, rec_dim)
+        self.rec_chan_embed = nn.Embedding(n_ch, rec_dim)
+        self.rec_block = TransformerBlock(
+            rec_dim, FullAttention(rec_dim, rec_heads, impl=impl, **f), ratio, eps)
+        self.rec_norm = nn.LayerNorm(rec_dim, eps=eps)
+        self.rec_head = nn.Linear(rec_dim, L)
+        tok_p, tok_r = _mask_token(mask_token, pred_dim), _mask_token(mask_token, rec_dim)
+        for name, t in (("pred_mask_token", tok_p), ("rec_mask_token", tok_r)):
+            if isinstance(t, nn.Parameter):
+                self.register_parameter(name, t)
+            else:
+                self.register_buffer(name, t, persistent=False)
+        for m in (self.pred_embed, self.pred_chan_embed, self.pred_block, self.pred_proj,
+                  self.rec_embed, self.rec_chan_embed, self.rec_block, self.rec_head):
+            _init_weights(m, std)
+
+    @torch.no_grad()
+    def update_target(self, momentum: float) -> None:
+        """EMA step ``target <- momentum * target + (1 - momentum) * online`` (no-op without
+        an EMA target)."""
+        if self.target_encoder is None:
+            return
+        tgt = list(self.target_encoder.parameters())
+        src = [p.detach() for p in self.encoder.parameters()]
+        torch._foreach_mul_(tgt, momentum)
+        torch._foreach_add_(tgt, src, alpha=1.0 - momentum)
+
+    def encode(self, x: Tensor, ch_ids: Tensor | None = None, rate_id: Tensor | None = None,
+               ch_mask: Tensor | None = None) -> dict[str, Tensor]:
+        """Unmasked online-encoder ``tokens`` (B, C, P, d) and ``embedding`` (B, d)."""
+        tokens = self.encoder(x, ch_ids, ch_mask)
+        keep = None if ch_mask is None else ch_mask.bool()[:, :, None].expand(tokens.shape[:3])
+        return {"tokens": tokens, "embedding": _pool_mean(tokens, keep)}
+
+    def forward(self, x: Tensor, ch_ids: Tensor | None = None, rate_id: Tensor | None = None,
+                ch_mask: Tensor | None = None, mask: Tensor | None = None,
+                generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        enc = self.encoder
+        signal = x * enc.input_scale if enc.input_scale != 1.0 else x
+        B, C, P, L = patchify(signal, enc.patch_len).shape
+        ids = enc.channel_ids(ch_ids, B, C, x.device)
+        real = None if ch_mask is None else ch_mask.to(torch.bool)
+        if real is not None and tuple(real.shape) != (B, C):
+            raise ValueError(f"Invalid shape for 'ch_mask': expected {(B, C)}, got "
+                             f"{tuple(real.shape)}.")
+        if real is not None and bool(real.all()):
+            real = None  # no padding: skip the key masks where nothing else is masked
+        if mask is None:
+            mask = random_patch_mask(B, C, P, self.mask_ratio, real, generator, x.device)
+        elif tuple(mask.shape) != (B, C, P):
+            raise ValueError(f"Invalid shape for 'mask': expected {(B, C, P)}, got "
+                             f"{tuple(mask.shape)}.")
+        real3 = None if real is None else real[:, :, None].expand(B, C, P)
+        mask = mask.bool() if real3 is None else mask.bool() & real3
+        visible = ~mask if real3 is None else ~mask & real3  # (B, C, P)
+
+        spec = enc.patch_embed.spectrum(signal)  # shared by the two encoders (no parameters)
+        tokens = enc(x, ids, real, mask, spec)  # (B, C, P, d)
+        with torch.no_grad():
+            teacher = self.target_encoder if self.target_encoder is not None else enc
+            target = teacher(x, ids, real, None, spec)  # full signal
+            if self.target_norm:
+                target = F.layer_norm(target, target.shape[-1:])
+
+        # Predictor: mask tokens (+ channel embedding, RoPE in time) query visible tokens.
+        h = self.pred_embed(tokens)  # (B, C, P, pd)
+        h = torch.where(mask[..., None], self.pred_mask_token.to(h.dtype), h)
+        h = h + self.pred_chan_embed(ids)[:, :, None, :]
+        h = self.pred_block(h, key_valid=visible)
+        pred = self.pred_proj(self.pred_norm(h))  # (B, C, P, d)
+
+        # Reconstructor: full attention over the C * P tokens (mask tokens included as keys).
+        r = self.rec_embed(tokens)  # (B, C, P, rd)
+        r = torch.where(mask[..., None], self.rec_mask_token.to(r.dtype), r)
+        r = (r + self.rec_chan_embed(ids)[:, :, None, :]).reshape(B, C * P, -1)  # (B, C*P, rd)
+        pos = torch.arange(P, device=x.device).repeat(C)  # (C*P,) patch index per token
+        kv = None if real3 is None else real3.reshape(B, C * P)
+        r = self.rec_block(r, key_valid=kv, positions=pos)
+        recon = self.rec_head(self.rec_norm(r)).view(B, C, P, L)  # (B, C, P, patch_len)
+        return {"tokens": tokens, "embedding": _pool_mean(tokens, visible), "pred": pred,
+                "target": target, "recon": unpatchify(recon), "signal": signal, "mask": mask}
+
+
+@register_model("stelar_classifier", presets={"tiny": dict(_ENC_TINY, **_CLS_EXTRA),
+                                              "paper": dict(_ENC_PAPER, **_CLS_EXTRA)})
+class StelarClassifier(nn.Module):
+    """STELAR encoder + pooling + head, with an optional 1x1-conv channel adapter.
+
+    Parameters
+    ----------
+    n_outputs : int
+        Classes.
+    n_chans : int, optional
+        Channels of the dataset (required with an adapter; checked against the input).
+    head : {"linear", "mlp"}
+        Linear probe head or MLP head on the embedding.
+    head_hidden : int, optional
+        Hidden width of the MLP head (default: the embedding width).
+    head_dropout : float
+        Dropout before the head's last Linear.
+    pooling : {"mean", "flatten"}
+        Mean over real tokens (embedding width ``dim``) or all tokens concatenated
+        (``C * P * dim``; needs ``n_times`` and a fixed channel count).
+    adapter_channels : int or sequence of str, optional
+        Put a :class:`ChannelAdapter` from ``n_chans`` to these pre-training channels before the
+        encoder; the encoder then sees their channel ids. A count ``k`` means ids ``0..k-1``
+        (the pre-training vocabulary is exactly these channels, as the paper's 19); names are
+        looked up in ``channel_vocab``. None: no adapter, the batch's ``ch_ids`` are used.
+    channel_vocab : ChannelVocabulary or sequence of str, optional
+        The pre-training vocabulary (names in id order) for named ``adapter_channels``.
+    n_times : int, optional
+        Window length in samples (a multiple of ``patch_len``; required for "flatten").
+    **encoder_fields
+        :data:`ENCODER_FIELDS` of :class:`StelarEncoder`.
+
+    Notes
+    -----
+    ``forward(x, ch_ids=None, rate_id=None, ch_mask=None)`` returns ``logits`` (B, n_outputs),
+    ``embedding`` (B, F) (what the head reads) and ``tokens`` (B, C', P, dim). Submodules:
+    ``adapter`` (or None), ``encoder`` (pre-trained weights), ``head`` (new).
+    """
+
+    def __init__(self, n_outputs: int = 2, n_chans: int | None = None, head: str = "linear",
+                 head_hidden: int | None = None, head_dropout: float = 0.0,
+                 pooling: str = "mean", adapter_channels: int | Sequence[str] | None = None,
+                 channel_vocab: ChannelVocabulary | Sequence[str] | None = None,
+                 n_times: int | None = None, **encoder_fields: Any) -> None:
+        super().__init__()
+        unknown = sorted(set(encoder_fields) - set(ENCODER_FIELDS))
+        if unknown:
+            raise TypeError(f"StelarClassifier got unknown argument(s) {unknown}; encoder "
+                            f"arguments are {list(ENCODER_FIELDS)}.")
+        check_option("head", head, HEADS)
+        self.pooling = check_option("pooling", pooling, ["mean", "flatten"])
+        self.n_chans, self.n_times = n_chans, n_times
+        self.encoder = StelarEncoder(**encoder_fields)
+        self.adapter: ChannelAdapter | None = None
+        ids = None
+        if adapter_channels is not None:
+            if n_chans is None:
+                raise ValueError("Invalid value for the 'n_chans' parameter: the channel adapter "
+                                 "needs the dataset's channel count, got None.")
+            ids = self._adapter_ids(adapter_channels, channel_vocab)
+            self.adapter = ChannelAdapter(n_chans, len(ids))
+        self.register_buffer("adapter_ids", ids, persistent=False)
+        if n_times is not None:
+            patchify(torch.zeros(1, 1, n_times), self.encoder.patch_len)  # raises if invalid
+        feat = self.encoder.dim
+        if pooling == "flatten":
+            n_c = len(ids) if ids is not None else n_chans
+            if n_c is None or n_times is None:
+                raise ValueError("pooling='flatten' needs a fixed token grid: pass 'n_times' and "
+                                 "'n_chans' (or 'adapter_channels').")
+            feat = n_c * (n_times // self.encoder.patch_len) * self.encoder.dim
+        self.embed_dim = feat
+        self.head = make_head(head, feat, n_outputs, head_hidden, head_dropout)
+
+    def _adapter_ids(self, channels: int | Sequence[str],
+                     vocab: ChannelVocabulary | Sequence[str] | None) -> Tensor:
+        size = self.encoder.chan_embed.num_embeddings
+        if isinstance(channels, int):
+            if not 1 <= channels <= size:
+                raise ValueError(f"Invalid value for the 'adapter_channels' parameter: expected "
+                                 f"a count in [1, n_channels={size}], got {channels}.")
+            return torch.arange(channels)
+        if vocab is None:
+            raise ValueError("Named 'adapter_channels' need 'channel_vocab' (the pre-training "
+                             "vocabulary, names in id order) to find their ids.")
+        voc = vocab if isinstance(vocab, ChannelVocabulary) else None
+        names = list(vocab.names if voc is not None else vocab)
+        if voc is None:
+            voc_index = {n: i for i, n in enumerate(names)}
+            missing = [c for c in channels if c not in voc_index]
+            if missing:
+                raise ValueError(f"Invalid 'adapter_channels': {missing} not in 'channel_vocab' "
+                                 f"{names}.")
+            ids = [voc_index[c] for c in channels]
+        else:
+            ids = voc.ids(list(channels)).tolist()
+        if max(ids) >= size:
+            raise ValueError(f"Invalid 'channel_vocab': it has {len(names)} channels but the "
+                             f"channel table has n_channels={size}.")
+        return torch.tensor(ids, dtype=torch.long)
+
+    def forward(self, x: Tensor, ch_ids: Tensor | None = None, rate_id: Tensor | None = None,
+                ch_mask: Tensor | None = None) -> dict[str, Tensor]:
+        if x.dim() != 3 or (self.n_chans is not None and x.shape[1] != self.n_chans):
+            raise ValueError(f"Invalid input shape for StelarClassifier: expected (batch, "
+                             f"{self.n_chans or 'channels'}, time), got {tuple(x.shape)}.")
+        if self.n_times is not None and x.shape[-1] != self.n_times:
+            raise ValueError(f"Invalid window length: expected n_times={self.n_times}, got "
+                             f"{x.shape[-1]}.")
+        if self.adapter is not None:
+            x = self.adapter(x, ch_mask)  # (B, k, T): the pre-training channels
+            ch_ids = self.adapter_ids.expand(x.shape[0], -1)
+            ch_mask = None
+        tokens = self.encoder(x, ch_ids, ch_mask)  # (B, C', P, d)
+        keep = None if ch_mask is None else ch_mask.bool()[:, :, None].expand(tokens.shape[:3])
+        if self.pooling == "mean":
+            emb = _pool_mean(tokens, keep)
+        else:
+            emb = (tokens if keep is None else tokens * keep[..., None]).flatten(1)
+        return {"logits": self.head(emb), "embedding": emb, "tokens": tokens}
+
+
+def load_pretrained_encoder(classifier: nn.Module, pretrain_state_dict: Mapping[str, Tensor],
+                            source: str = "online") -> list[str]:
+    """Copy the pre-trained encoder weights into ``classifier.encoder``.
+
+    Parameters
+    ----------
+    classifier : StelarClassifier
+    pretrain_state_dict : mapping
+        State dict of a ``stelar`` pre-training model (``module.`` / ``_orig_mod.`` prefixes
+        of DDP / ``torch.compile`` are stripped), or of a bare encoder.
+    source : {"online", "target"}
+        Take the online encoder (``encoder.*``, default) or the EMA target
+        (``target_encoder.*``).
+
+    Returns
+    -------
+    list of str
+        The loaded encoder keys.
+
+    Raises
+    ------
+    ValueError
+        Naming the missing, unexpected or shape-mismatched keys.
+    """
+    check_option("source", source, ["online", "target"])
+    if not isinstance(getattr(classifier, "encoder", None), StelarEncoder):
+        raise ValueError(f"{type(classifier).__name__} has no StelarEncoder 'encoder'.")
+    state = dict(pretrain_state_dict)
+    for prefix in ("module.", "_orig_mod."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    prefix = "encoder." if source == "online" else "target_encoder."
+    if any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    elif source == "target":
+        raise ValueError("load_pretrained_encoder: source='target' but the state dict has no "
+                         "'target_encoder.' keys (pre-trained without EMA?).")
+    target = classifier.encoder.state_dict()
+    missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
+    mismatched = [f"{k}: classifier {tuple(target[k].shape)} vs checkpoint "
+                  f"{tuple(state[k].shape)}" for k in sorted(set(target) & set(state))
+                  if target[k].shape != state[k].shape]
+    if missing or unexpected or mismatched:
+        raise ValueError(f"load_pretrained_encoder: the checkpoint does not fit the classifier's "
+                         f"encoder (built with other encoder arguments?): missing keys "
+                         f"{missing}; unexpected keys {unexpected}; shape mismatches "
+                         f"{mismatched}.")
+    classifier.encoder.load_state_dict(state)
+    logger.info("Loaded %d pre-trained STELAR encoder tensors (%s).", len(state), source)
+    return sorted(state)
