@@ -227,14 +227,19 @@ class WindowStore:
 def build_store(recordings: Iterable, root: str | os.PathLike, *, window_s: float,
                 overlap_s: float = 0.0, within_events: bool = True, scale: str | None = None,
                 provenance: dict[str, Any] | None = None, overwrite: bool = False,
-                ch_names: Sequence[str] | None = None) -> WindowStore:
+                ch_names: Sequence[str] | None = None,
+                reject_ptp: float | None = None) -> WindowStore:
     """Window ``recordings`` (one layout and rate) and write them to a new store.
+
+    The windowing path of :func:`workbench.data.preprocess.run_pipeline`
+    (:class:`workbench.data.assemble.StoreAssembler`) with recordings as they are.
 
     Parameters
     ----------
     recordings : iterable of Recording
-        All must share channel names (after EEG picking) and sampling rate; a mismatch raises
-        an error naming the recording.
+        All must share EEG channel names and sampling rate; a mismatch raises
+        :class:`~workbench.data.assemble.LayoutError` (a ``ValueError``) naming the recording,
+        and nothing is written.
     window_s, overlap_s : float
         Window length and overlap in seconds.
     within_events : bool
@@ -242,32 +247,24 @@ def build_store(recordings: Iterable, root: str | os.PathLike, *, window_s: floa
         the recording-level label.
     scale : str, optional
         Amplitude scaling, see :func:`workbench.data.windowing.scale_windows`.
+    ch_names : sequence of str, optional
+        The store's channel layout (default: the first recording's EEG channels).
+    reject_ptp : float, optional
+        Drop windows with a larger peak-to-peak amplitude (volts).
     """
-    from .windowing import make_windows
+    from .assemble import StoreAssembler
 
-    writer: WindowStoreWriter | None = None
+    asm = StoreAssembler(root, window_s=window_s, overlap_s=overlap_s,
+                         window_mode="events" if within_events else "fixed", scale=scale,
+                         reject_ptp=reject_ptp, ch_names=ch_names, provenance=provenance,
+                         overwrite=overwrite)
     try:
         for rec in recordings:
-            picks = rec.eeg_picks
-            names = [rec.ch_names[i] for i in picks]
-            if ch_names is not None and list(names) != list(ch_names):
-                raise ValueError(f"{rec.key}: channels {names} differ from the store's "
-                                 f"{list(ch_names)}.")
-            win, rows = make_windows(rec, window_s=window_s, overlap_s=overlap_s,
-                                     within_events=within_events, scale=scale)
-            if writer is None:
-                ch_names = names
-                writer = WindowStore.writer(root, names, rec.sfreq, win.shape[-1],
-                                            dataset=rec.dataset, label_names=rec.label_names,
-                                            provenance=provenance, overwrite=overwrite)
-            elif rec.sfreq != writer.sfreq:
-                raise ValueError(f"{rec.key}: sampling rate {rec.sfreq} Hz differs from the "
-                                 f"store's {writer.sfreq} Hz; resample first.")
-            writer.add(win, rows)
-        if writer is None:
-            raise ValueError(f"build_store({root}): no recordings given.")
-        return writer.close()
+            asm.add(rec)
+        store = asm.close()
     except BaseException:
-        if writer is not None:
-            writer.abort()
+        asm.abort()
         raise
+    if store is None:
+        raise ValueError(f"build_store({root}): no recordings given.")
+    return store
