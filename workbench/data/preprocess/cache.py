@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,28 @@ def _cache_paths(cache_dir: Path, h: str) -> tuple[Path, Path]:
     return cache_dir / f"{h}.npz", cache_dir / f"{h}.json"
 
 
+TMP_AGE_S = 3600.0  # an atomic write of an entry takes seconds: a temporary this old is stale
+_TMP = re.compile(r"^\.[0-9a-f]{16}(-\d+-ica\.fif|\.npz|\.json)\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temporaries(cache_dir: Path, max_age_s: float = TMP_AGE_S) -> int:
+    """Remove temporary files of entries whose write was killed (ours by name, old by age)."""
+    if not cache_dir.is_dir():
+        return 0
+    n = 0
+    now = time.time()
+    for p in cache_dir.iterdir():
+        try:
+            if _TMP.match(p.name) and now - p.stat().st_mtime > max_age_s:
+                p.unlink()
+                n += 1
+        except OSError:
+            continue
+    if n:
+        log.warning("removed %d temporary files of interrupted cache writes in %s", n, cache_dir)
+    return n
+
+
 def _load_cached(cache_dir: Path, h: str) -> list[tuple[Recording, dict]] | None:
     npz, js = _cache_paths(cache_dir, h)
     if not (js.exists() and npz.exists()):
@@ -85,8 +109,8 @@ def _load_cached(cache_dir: Path, h: str) -> list[tuple[Recording, dict]] | None
                 rep = dict(item["report"], from_cache=True)
                 out.append((_rec_from(item["recording"], arrays[f"data_{i}"]), rep))
         return out
-    except (OSError, ValueError, KeyError) as e:  # a corrupt entry is recomputed
-        log.warning("cache entry %s unreadable (%s): recomputing", js, e)
+    except Exception as e:  # noqa: BLE001 - any unreadable entry (truncated zip ...) is redone
+        log.warning("cache entry %s unreadable (%s: %s): recomputing", npz, type(e).__name__, e)
         return None
 
 

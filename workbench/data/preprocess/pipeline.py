@@ -38,7 +38,7 @@ from ...utils import atomic_write_json, check_positive, file_digest, get_logger,
 from ..assemble import LayoutError, StoreAssembler
 from ..recording import Recording
 from ..store import WindowStore
-from .cache import _Job, _load_cached, _run_job, recording_digest
+from .cache import _Job, _load_cached, _run_job, recording_digest, remove_stale_temporaries
 from .clean import RecordingReport
 from .recipes import ICLABEL_CLASSES, PIPELINE_VERSION, PreprocessConfig, as_config
 
@@ -118,9 +118,11 @@ def _jobs(recordings: Iterable[Recording] | None, dataset: str | None, data_path
             yield _Job(rec.key, stable_hash({"content": recording_digest(rec), "cfg": sig,
                                              "version": PIPELINE_VERSION}), rec=rec)
         return
-    from ..readers import get_reader
+    from ..readers import check_reader_options, get_reader
 
-    files = list(get_reader(dataset).list_files(data_path, **options))
+    reader = get_reader(dataset)
+    check_reader_options(dataset, reader, options)
+    files = list(reader.list_files(data_path, **options))
     if not files:
         raise FileNotFoundError(f"run_pipeline: no {dataset} files under {data_path}.")
     for f in files[:limit]:
@@ -161,7 +163,8 @@ def run_pipeline(recordings: Iterable[Recording] | None = None, *, dataset: str 
                  cache_dir: str | os.PathLike | None = None, cache: bool = True,
                  save_fif: bool = False, window: bool = True, limit: int | None = None,
                  keep_cleaned: bool = False,
-                 reader_options: dict[str, Any] | None = None) -> PipelineResult:
+                 reader_options: dict[str, Any] | None = None,
+                 provenance: dict[str, Any] | None = None) -> PipelineResult:
     """Preprocess many recordings, window them and write one WindowStore.
 
     Parameters
@@ -192,18 +195,22 @@ def run_pipeline(recordings: Iterable[Recording] | None = None, *, dataset: str 
     keep_cleaned : bool
         Keep the cleaned recordings in ``result.recordings``.
     reader_options : dict, optional
-        Passed to the reader's ``list_files`` and ``read_file`` (part of the cache key).
+        Passed to the reader's ``list_files`` and ``read_file`` (part of the cache key);
+        ``labels`` (a labels table) also lists rows naming no file as failures.
+    provenance : dict, optional
+        Extra entries for the store's provenance.
 
     Returns
     -------
     PipelineResult
 
-    Raises
-    ------
-    ValueError
-        When windows of different rates would land in one store (native-rate recipes): the
-        message names the recording; a recording that fails to read or clean is not an error,
-        it is logged and listed in ``result.failures``.
+    Notes
+    -----
+    One recording never aborts the batch: a recording that fails to read or clean, or cannot
+    join the store (another rate without ``resample``, other channels than the
+    ``channel_policy`` allows), is logged and listed in ``result.failures`` (stage ``read``,
+    ``preprocess``, ``window``, ``labels``); ``reports.csv`` and ``failures.csv`` are written
+    even when the run is interrupted.
     """
     t0 = time.perf_counter()
     cfg = as_config(cfg)
@@ -218,17 +225,29 @@ def run_pipeline(recordings: Iterable[Recording] | None = None, *, dataset: str 
     out.mkdir(parents=True, exist_ok=True)
     cdir = (Path(cache_dir) if cache_dir is not None else out / "cache") if cache else None
     atomic_write_json(out / "config.json", to_dict(cfg))
+    if cdir is not None:
+        remove_stale_temporaries(cdir)
     sig = cfg.signal_dict()
 
     reports: list[dict] = []
     failures: list[dict] = []
     kept: dict[str, Recording] = {}
-    seen: set[str] = set()
+    store = None
     assembler = StoreAssembler(out / "store", window_s=cfg.window_s, overlap_s=cfg.overlap_s,
                                window_mode=cfg.window_mode, scale=cfg.scale,
-                               reject_ptp=cfg.reject_ptp, overwrite=True)
+                               reject_ptp=cfg.reject_ptp, overwrite=True, sfreq=cfg.resample,
+                               ch_names=cfg.channels, montage=cfg.montage or "colin27_1005",
+                               channel_policy={"intersection": "subset"}.get(
+                                   cfg.channel_policy, cfg.channel_policy))
+    # "intersection" needs every recording's channels before the first window: hold them
+    pending: list[tuple[Recording, dict]] | None = (
+        [] if window and cfg.channel_policy == "intersection" else None)
     try:
-        jobs = _jobs(recordings, dataset, data_path, sig, limit, dict(reader_options or {}))
+        options = dict(reader_options or {})
+        if dataset is not None:
+            failures += _label_problems(dataset, data_path, options)
+        jobs = _jobs(recordings, dataset, data_path, sig, limit, options)
+        seen: set[str] = set()
         for _job, items, fails in _results(jobs, cfg, cdir, n_jobs):
             failures.extend(fails)
             for clean, rep in items:
@@ -237,16 +256,20 @@ def run_pipeline(recordings: Iterable[Recording] | None = None, *, dataset: str 
                                      "stage": "assemble", "error": "duplicate recording key"})
                     continue
                 seen.add(clean.key)
-                if window:
-                    msg = _add_windows(assembler, clean, rep, cfg, out, save_fif)
-                    if msg:
-                        failures.append({"key": clean.key, "source": rep["source"],
-                                         "stage": "window", "error": msg})
-                        continue
-                reports.append(rep)
-                if keep_cleaned:
-                    kept[clean.key] = clean
-        assembler.provenance = _provenance(cfg, reports, failures)
+                if pending is not None:
+                    pending.append((clean, rep))
+                elif _windowed(assembler, clean, rep, window, out, save_fif, failures):
+                    reports.append(rep)
+                    if keep_cleaned:
+                        kept[clean.key] = clean
+        if pending:
+            assembler.ch_names = _common_channels(pending, cfg.channels)
+            for clean, rep in pending:
+                if _windowed(assembler, clean, rep, window, out, save_fif, failures):
+                    reports.append(rep)
+                    if keep_cleaned:
+                        kept[clean.key] = clean
+        assembler.provenance = _provenance(cfg, reports, failures, provenance)
         store = assembler.close()
         if store is None and window:
             log.warning("run_pipeline: no windows from %d recordings; no store written.",
@@ -254,7 +277,20 @@ def run_pipeline(recordings: Iterable[Recording] | None = None, *, dataset: str 
     except BaseException:
         assembler.abort()
         raise
+    finally:  # reports and failures are written whatever happened
+        rep_df, fail_df, ica = _write_tables(out, reports, failures)
+    seconds = time.perf_counter() - t0
+    log.info("run_pipeline(%s): %d recordings (%d from cache), %d failures, %.1f s", cfg.name,
+             len(rep_df), int(rep_df["from_cache"].sum()) if len(rep_df) else 0, len(fail_df),
+             seconds)
+    return PipelineResult(store=store, reports=rep_df, failures=fail_df, ica=ica, config=cfg,
+                          out_dir=out, cache_dir=cdir, seconds=seconds,
+                          recordings=kept if keep_cleaned else None,
+                          reader_options=dict(reader_options or {}))
 
+
+def _write_tables(out: Path, reports: list[dict], failures: list[dict]):
+    """``reports.csv``, ``failures.csv`` and ``ica_labels.csv``; returns the tables."""
     rep_df = pd.DataFrame([RecordingReport(**r).to_row() for r in reports],
                           columns=[f.name for f in dataclasses.fields(RecordingReport)
                                    if f.name != "ica_labels"])
@@ -266,31 +302,60 @@ def run_pipeline(recordings: Iterable[Recording] | None = None, *, dataset: str 
     if ica:
         pd.concat([t.assign(key=k) for k, t in ica.items()], ignore_index=True).to_csv(
             out / "ica_labels.csv", index=False)
-    seconds = time.perf_counter() - t0
-    log.info("run_pipeline(%s): %d recordings (%d from cache), %d failures, %.1f s", cfg.name,
-             len(rep_df), int(rep_df["from_cache"].sum()) if len(rep_df) else 0, len(fail_df),
-             seconds)
-    return PipelineResult(store=store, reports=rep_df, failures=fail_df, ica=ica, config=cfg,
-                          out_dir=out, cache_dir=cdir, seconds=seconds,
-                          recordings=kept if keep_cleaned else None,
-                          reader_options=dict(reader_options or {}))
+    return rep_df, fail_df, ica
 
 
-def _add_windows(assembler: StoreAssembler, rec: Recording, rep: dict,
-                 cfg: PreprocessConfig, out: Path, save_fif: bool) -> str | None:
-    """Window ``rec`` into the store; an error message when it cannot join the store."""
+def _label_problems(dataset: str, data_path, options: dict[str, Any]) -> list[dict]:
+    """Rows of a labels table that name no file of the dataset, as failures (stage labels)."""
+    if options.get("labels") is None:
+        return []
+    from ..readers import get_reader
+
+    check = getattr(get_reader(dataset), "label_problems", None)
+    if check is None:
+        return []
+    return [{"key": f, "source": str(options["labels"]), "stage": "labels", "error": m}
+            for f, m in check(Path(data_path), **options)]
+
+
+def _common_channels(pending: list[tuple[Recording, dict]],
+                     channels: list[str] | None) -> list[str]:
+    """The EEG channels every recording holds, in the first recording's order."""
+    first = channels or [pending[0][0].ch_names[i] for i in pending[0][0].eeg_picks]
+    common = set(first)
+    for rec, _ in pending:
+        common &= {rec.ch_names[i] for i in rec.eeg_picks}
+    out = [n for n in first if n in common]
+    if not out:
+        raise ValueError("channel_policy='intersection': no EEG channel is common to every "
+                         "recording; preprocess the layouts separately or use 'interpolate'.")
+    log.info("channel_policy='intersection': %d channels common to %d recordings: %s",
+             len(out), len(pending), out)
+    return out
+
+
+def _windowed(assembler: StoreAssembler, rec: Recording, rep: dict, window: bool, out: Path,
+              save_fif: bool, failures: list[dict]) -> bool:
+    """Window ``rec`` into the store (when ``window``); False, with a failure row, when it
+    cannot join the store."""
+    if not window:
+        return True
     try:
-        win, rows, n_rejected = assembler.add(rec)
-    except LayoutError as e:
-        if e.kind == "rate":
-            raise ValueError(f"{e} Recipe {cfg.name!r} keeps native rates (resample="
-                             f"{cfg.resample}).") from None
-        return str(e)
-    rep["n_rejected_windows"] = n_rejected
-    rep["n_windows"] = len(win)
-    if save_fif and len(win):
-        _save_epochs(win, rows, rec, out / "epochs" / f"{_safe(rec.key)}-epo.fif")
-    return None
+        added = assembler.add(rec)
+    except (LayoutError, ValueError) as e:
+        log.error("%s: cannot join the store: %s", rec.key, e)
+        failures.append({"key": rec.key, "source": rep["source"], "stage": "window",
+                         "error": str(e)})
+        return False
+    rep["n_rejected_windows"] = added.n_rejected
+    rep["n_windows"] = len(added.windows)
+    rep["notes"] = list(rep.get("notes", [])) + added.notes
+    if added.notes:
+        log.info("%s: %s", rec.key, "; ".join(added.notes))
+    if save_fif and len(added.windows):
+        _save_epochs(added.windows, added.rows, rec,
+                     out / "epochs" / f"{_safe(rec.key)}-epo.fif")
+    return True
 
 
 def _save_epochs(win: np.ndarray, rows: pd.DataFrame, rec: Recording, path: Path) -> None:
@@ -311,7 +376,8 @@ def _save_epochs(win: np.ndarray, rows: pd.DataFrame, rec: Recording, path: Path
     epochs.save(path, overwrite=True, verbose="error")
 
 
-def _provenance(cfg: PreprocessConfig, reports: list[dict], failures: list[dict]) -> dict:
+def _provenance(cfg: PreprocessConfig, reports: list[dict], failures: list[dict],
+                extra: dict[str, Any] | None = None) -> dict:
     import mne
 
     try:
@@ -323,4 +389,5 @@ def _provenance(cfg: PreprocessConfig, reports: list[dict], failures: list[dict]
     return {"pipeline": "workbench.data.preprocess", "version": PIPELINE_VERSION,
             "recipe": cfg.name, "config": to_dict(cfg),
             "config_hash": stable_hash(to_dict(cfg)), "mne": mne.__version__,
-            "mne_icalabel": icalabel_version, "reports": reports, "failures": failures}
+            "mne_icalabel": icalabel_version, "reports": reports, "failures": failures,
+            **(extra or {})}

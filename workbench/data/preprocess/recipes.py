@@ -25,7 +25,8 @@ PIPELINE_VERSION = 1  # bump when a change alters the cleaned signals: invalidat
 ICLABEL_CLASSES = ("brain", "muscle artifact", "eye blink", "heart beat", "line noise",
                    "channel noise", "other")
 # Fields that only shape windows: changing them reuses the cached cleaned recordings.
-WINDOW_FIELDS = ("name", "window_s", "overlap_s", "window_mode", "scale", "reject_ptp")
+WINDOW_FIELDS = ("name", "window_s", "overlap_s", "window_mode", "scale", "reject_ptp",
+                 "channel_policy", "channels")
 
 
 
@@ -64,6 +65,10 @@ class PreprocessConfig:
     # output
     resample: float | None = None   # Hz; None keeps the native rate
     bipolar: typing.Literal["none", "banana16"] = "none"
+    # store layout: recordings whose EEG channels differ from the store's are reordered (same
+    # set), cut to the channels common to every recording, or completed by interpolation
+    channel_policy: typing.Literal["reorder", "intersection", "interpolate"] = "reorder"
+    channels: list[str] | None = None  # the store's channels; None: the first recording's
     window_s: float = 2.0
     overlap_s: float = 0.2
     window_mode: typing.Literal["auto", "fixed", "events"] = "auto"
