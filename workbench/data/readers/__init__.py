@@ -185,8 +185,8 @@ def iter_dataset(name: str, path: str | os.PathLike, *, on_error: str = "skip",
     subjects : iterable, optional
         Only these subjects (strings, or numbers matching the digits of the subject id).
     on_rate_mismatch : {"warn", "raise"}
-        Recordings at a rate different from the first one's are logged (``warn``; preprocessing
-        resamples), or reported as failures naming the expected and actual rate (``raise``), so
+        Recordings at a rate different from the first one's are logged (``warn``; a store then
+        needs a target rate: recipe ``resample`` or ``load_store(sfreq=...)``), or reported as failures naming the expected and actual rate (``raise``), so
         that one call never mixes rates silently. (Channels at different rates *inside* one EDF
         are the readers' ``mixed_rates`` option.)
     failures : list, optional
@@ -232,7 +232,9 @@ def _read_files(name: str, reader, files: list[Path], *, on_error: str, subjects
                     if on_rate_mismatch == "raise":
                         raise ValueError(msg + " (on_rate_mismatch='raise').")
                     if not warned:
-                        log.warning("%s; resample in preprocessing.", msg)
+                        log.warning("%s; a store holds one rate: set a target rate (recipe "
+                                    "'resample', `workbench preprocess --resample HZ`, "
+                                    "load_store(sfreq=...)).", msg)
                         warned = True
         except (KeyboardInterrupt, SystemExit):
             raise
