@@ -184,3 +184,55 @@ def test_protocol_input_errors(deap_windows):
         cross_subject(band_features(X, FS), index, FS)
     with pytest.raises(ValueError, match="rows"):
         within_subject(X[:10], index, FS)
+
+
+# ----------------------------------------------------------------------------- fairness
+def _imbalanced(n: int, seed: int, subject: str, amp: float = 0.15):
+    """1 target per 5 non-targets: targets add a weak 10 Hz sine (a shift of about 0.5 SD
+    in the alpha DE feature), so an unweighted fit predicts the majority everywhere."""
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % 6 == 0).astype(np.int64)
+    t = np.arange(256) / FS
+    X = rng.standard_normal((n, 1, 256)) * 10e-6
+    X += y[:, None, None] * amp * 10e-6 * np.sin(2 * np.pi * 10 * t + rng.uniform(0, 6, (n, 1, 1)))
+    index = pd.DataFrame({"dataset": "imb", "subject": subject, "session": "0",
+                          "recording": np.arange(n).astype(str), "trial": np.arange(n),
+                          "label": y, "start": 0})
+    return X, index
+
+
+def test_balanced_class_weights_beat_the_majority_floor():
+    parts = [_imbalanced(1200, s, str(s)) for s in (0, 1)]
+    X = np.concatenate([p[0] for p in parts])
+    index = pd.concat([p[1] for p in parts], ignore_index=True)
+    alpha = {"alpha": (8.0, 12.0)}
+    fair = cross_subject(X, index, FS, bands=alpha)  # class_weight="balanced" by default
+    plain = cross_subject(X, index, FS, bands=alpha, class_weight=None)
+    assert plain["balanced_accuracy"].max() < 0.51      # the majority class everywhere
+    assert fair["balanced_accuracy"].min() > 0.54       # measured 0.56-0.61
+    with pytest.raises(ValueError, match="class_weight"):
+        FeatureBaseline(class_weight="auto").fit(X[:10, :, :], index["label"][:10])
+
+
+def test_band_features_refuse_nan_naming_window_and_channel():
+    X = np.random.default_rng(0).standard_normal((4, 3, 256)) * 1e-5
+    X[2, 1, 7] = np.inf
+    with pytest.raises(ValueError, match=r"NaN or inf samples in window 2 channel 1"):
+        band_features(X, FS)
+
+
+def test_within_subject_flags_one_recording_per_class(caplog):
+    """eegmat's layout: each class of each subject is one recording -> confounded."""
+    recs = []
+    for s in range(3):
+        for lab in (0, 1):
+            r = make_recording(str(s), n_trials=1, trial_s=40.0, seed=10 * s + lab)
+            recs.append(r.replace(events=None, label=lab, recording=f"S{s}_{lab + 1}"))
+    X, index = _windows(recs)
+    within = within_subject(X, index, FS)
+    cross = cross_subject(X, index, FS)
+    assert within["confounded"].all() and not cross["confounded"].any()
+    assert "can only measure recording identity" in caplog.text
+    assert "cross-subject protocol" in caplog.text
+    multi = within_subject(*_windows([make_recording(str(s), seed=s) for s in range(3)]), FS)
+    assert not multi["confounded"].any()  # several classes per recording (EEGMMIDB-like)

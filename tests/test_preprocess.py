@@ -240,22 +240,115 @@ def test_interrupted_run_resumes(dreamer, tmp_path):
         run_pipeline(killed_after(2), cfg="minimal", out_dir=tmp_path)
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2
     assert not (tmp_path / "store").exists()  # the partial store was discarded
+    # the tables say what was done before the interruption
+    assert len(pd.read_csv(tmp_path / "reports.csv")) == 2
+    assert (tmp_path / "failures.csv").exists()
     res = run_pipeline(dreamer, cfg="minimal", out_dir=tmp_path)
     assert res.reports["from_cache"].tolist() == [True, True, False]
     assert len(res.store.index["subject"].unique()) == 3
 
 
-def test_mixed_rates_error_names_recording(dreamer, tmp_path):
-    deap = make_synthetic_recordings("syn_seed", n_subjects=1, n_sessions=1,
-                                     n_trials_per_class=1, seed=0, artifacts=False)
-    with pytest.raises(ValueError, match=r"syn_seed/01/1/0: sampling rate 200 Hz differs"):
-        run_pipeline([dreamer[0], deap[0]], cfg="minimal", out_dir=tmp_path)
-    res = run_pipeline([dreamer[0], deap[0]], cfg=get_recipe("minimal", resample=128.0),
-                       out_dir=tmp_path)
-    # 200 Hz resampled to 128 Hz; the 62-channel layout cannot join the 14-channel store
+def test_mixed_rates_never_abort_the_batch(dreamer, tmp_path):
+    seed = make_synthetic_recordings("syn_seed", n_subjects=1, n_sessions=1,
+                                     n_trials_per_class=1, seed=0, artifacts=False)[0]
+    fast = dreamer[1].resample(256.0)  # same layout, another rate
+    recs = [dreamer[0], fast, seed, dreamer[2]]
+    # native rates: the recordings at another rate are reported failures, the rest a store
+    res = run_pipeline(recs, cfg="minimal", out_dir=tmp_path / "native")
     assert res.store.sfreq == 128.0
-    assert res.failures["key"].tolist() == [deap[0].key]
-    assert "channel layout" in res.failures["error"].iloc[0]
+    assert sorted(res.store.index["subject"].unique()) == ["01", "03"]
+    errors = res.failures.set_index("key")["error"]
+    assert list(errors.index) == [fast.key, seed.key]
+    assert "sampling rate 256 Hz differs from the store's 128 Hz" in errors[fast.key]
+    assert "--resample" in errors[fast.key]
+    assert len(pd.read_csv(tmp_path / "native" / "failures.csv")) == 2
+    assert len(pd.read_csv(tmp_path / "native" / "reports.csv")) == 2
+    # with resample, the 256 Hz recording joins; the 62-channel layout still cannot
+    res = run_pipeline(recs, cfg=get_recipe("minimal", resample=128.0),
+                       out_dir=tmp_path / "resampled")
+    assert res.store.sfreq == 128.0
+    assert sorted(res.store.index["subject"].unique()) == ["01", "02", "03"]
+    assert res.failures["key"].tolist() == [seed.key]
+    assert "not in the store" in res.failures["error"].iloc[0]
+
+
+def test_rates_within_tolerance_are_one_rate(tmp_path):
+    a = _noise_recording(sfreq=250.0, seed=0)
+    b = _noise_recording(sfreq=250.003, seed=1).replace(subject="2")  # estimated from a clock
+    res = run_pipeline([a, b], cfg=get_recipe("minimal", detect_bads=False), out_dir=tmp_path)
+    assert res.failures.empty
+    assert sorted(res.store.index["subject"].unique()) == ["1", "2"]
+    assert res.store.sfreq == 250.0 and res.store.n_times == 500
+
+
+def test_reordered_channels_join_and_channel_policies(dreamer, tmp_path):
+    cfg = get_recipe("minimal", detect_bads=False)
+    alone = run_pipeline(dreamer[1:2], cfg=cfg, out_dir=tmp_path / "alone").store
+    rev = dreamer[1].replace(data=dreamer[1].data[::-1], ch_names=dreamer[1].ch_names[::-1],
+                             ch_types=None)
+    res = run_pipeline([dreamer[0], rev], cfg=cfg, out_dir=tmp_path / "reordered")
+    assert res.failures.empty and res.store.ch_names == dreamer[0].ch_names
+    assert "channels reordered" in res.reports["notes"].iloc[1]
+    ids = res.store.subset_index(subject="02")
+    np.testing.assert_allclose(res.store.get(ids), np.asarray(alone.windows), rtol=1e-5,
+                               atol=1e-4)
+
+    keep = [i for i, n in enumerate(dreamer[1].ch_names) if n != "F3"]
+    short = dreamer[1].replace(data=dreamer[1].data[keep],
+                               ch_names=[dreamer[1].ch_names[i] for i in keep], ch_types=None)
+    recs = [dreamer[0], short, dreamer[2]]
+    res = run_pipeline(recs, cfg=cfg, out_dir=tmp_path / "reorder")
+    assert res.failures["key"].tolist() == [short.key]
+    assert "missing ['F3']" in res.failures["error"].iloc[0]
+    inter = run_pipeline(recs, cfg=get_recipe("minimal", detect_bads=False,
+                                              channel_policy="intersection"),
+                         out_dir=tmp_path / "inter")
+    assert inter.failures.empty and len(inter.store.ch_names) == 13
+    assert "F3" not in inter.store.ch_names and inter.store.index["subject"].nunique() == 3
+    interp = run_pipeline(recs, cfg=get_recipe("minimal", detect_bads=False,
+                                               channel_policy="interpolate"),
+                          out_dir=tmp_path / "interp")
+    assert interp.failures.empty and interp.store.ch_names == dreamer[0].ch_names
+    f3 = dreamer[0].ch_names.index("F3")
+    filled = interp.store.get(interp.store.subset_index(subject="02"))[:, f3].ravel()
+    true = np.asarray(alone.windows)[:, f3].ravel()
+    assert np.corrcoef(filled, true)[0, 1] > 0.7  # the interpolated F3 follows the true F3
+
+
+def test_truncated_cache_entry_is_recomputed(dreamer, tmp_path, caplog):
+    first = run_pipeline(dreamer, cfg="minimal", out_dir=tmp_path)
+    npz = sorted((tmp_path / "cache").glob("*.npz"))[1]
+    npz.write_bytes(npz.read_bytes()[:1000])  # the .json is intact
+    second = run_pipeline(dreamer, cfg="minimal", out_dir=tmp_path)
+    assert second.reports["from_cache"].sum() == 2 and second.failures.empty
+    assert "unreadable (BadZipFile" in caplog.text
+    np.testing.assert_array_equal(np.asarray(first.store.windows),
+                                  np.asarray(second.store.windows))
+
+
+def test_stale_temporaries_of_killed_runs_are_removed(dreamer, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    host = __import__("socket").gethostname()
+    for name, pid in ((".store.killed01", int(dead)), (".store.running1", os.getppid()),
+                      (".other.killed01", int(dead))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "windows.f32").write_bytes(b"\0" * 4096)
+        (tmp_path / name / ".owner.json").write_text(json.dumps({"pid": pid, "host": host}))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    old, new = cache / ".0123456789abcdef.npz.abcd1234.tmp", cache / ".fedcba9876543210.npz.x1y2z3w4.tmp"
+    old.write_bytes(b"x")
+    new.write_bytes(b"x")
+    os.utime(old, (1e9, 1e9))
+    run_pipeline(dreamer[:1], cfg="minimal", out_dir=tmp_path)
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert left == [".other.killed01", ".store.running1"]  # only ours, only the dead one
+    assert not old.exists() and new.exists()
 
 
 @pytest.mark.slow

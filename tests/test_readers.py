@@ -97,7 +97,7 @@ def py2_pickle(obj: dict) -> bytes:
 # ============================================================================= registry
 def test_registry_has_every_dataset_with_its_interface():
     assert set(READERS) == {"seed", "deap", "dreamer", "eegmmidb", "eegmat", "bcic2a", "tuab",
-                            "tuev", "sleep_edf", "chbmit", "uci_eye_state", "generic"}
+                            "tuev", "sleep_edf", "chbmit", "uci_eye_state", "generic", "csv"}
     for name, r in READERS.items():
         assert r.INFO.name == name
         assert callable(r.list_files) and callable(r.read_file)

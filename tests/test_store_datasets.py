@@ -150,3 +150,39 @@ def test_dataset_rejects_bad_indices_and_channels(tmp_path):
     assert sub.__getitems__([0])["x"].shape == (1, 14, 256)
     assert isinstance(pd.DataFrame(store.index), pd.DataFrame)
     assert torch.is_tensor(sub[0]["x"])
+
+
+def test_make_windows_refuses_nan_naming_recording_and_channel():
+    rec = make_recording(n_trials=2)
+    data = rec.data.copy()
+    data[rec.ch_names.index("Cz"), 50] = np.nan
+    with pytest.raises(ValueError, match=r"toy/1/0/0: NaN or inf samples in channels \['Cz'\]"):
+        make_windows(rec.replace(data=data), window_s=2.0)
+
+
+def test_events_past_the_end_are_warned(caplog):
+    from workbench.data.recording import make_events
+
+    rec = make_recording(n_trials=2, trial_s=4.0, gap_s=1.0, sfreq=100.0)  # 11 s
+    late = rec.replace(events=make_events([1.0, 9.0, 20.0], 4.0, [0, 1, 1]))
+    win, rows = make_windows(late, window_s=2.0)
+    assert rows["trial"].tolist() == [0, 0, 1]  # 9-11 s clipped to one window, 20 s none
+    assert "2 labelled events end after the recording" in caplog.text
+
+
+def test_build_store_reorders_channels_and_resamples(tmp_path, toy_recordings):
+    a, b = toy_recordings[:2]
+    rev = b.replace(data=b.data[::-1], ch_names=b.ch_names[::-1], ch_types=None)
+    store = build_store([a, rev], tmp_path / "s", window_s=2.0)
+    ref = build_store([a, b], tmp_path / "ref", window_s=2.0)
+    assert store.ch_names == a.ch_names
+    np.testing.assert_array_equal(np.asarray(store.windows), np.asarray(ref.windows))
+    other = b.replace(ch_names=["Fp1", "Fz", "Cz", "Pz", "O1", "T7"])
+    with pytest.raises(ValueError, match=r"toy/1/0/0: channels differ.*missing \['O2'\]"):
+        build_store([a, other], tmp_path / "x", window_s=2.0)
+    # 128 Hz recordings into a 200 Hz store: same windows in seconds, same power
+    up = build_store([a, b.resample(256.0)], tmp_path / "up", window_s=2.0, sfreq=200.0)
+    assert up.sfreq == 200.0 and up.n_times == 400 and len(up) == len(ref)
+    np.testing.assert_allclose(up.index["start_s"], ref.index["start_s"], atol=1 / 128)
+    np.testing.assert_allclose(np.asarray(up.windows).var(), np.asarray(ref.windows).var(),
+                               rtol=0.05)

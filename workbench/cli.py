@@ -5,14 +5,18 @@
     workbench reproduce --profile smoke [--only 03 05_embeddings] [--run-dir DIR] [--figures-dir DIR]
     workbench report --run-dir runs/smoke [--figures-dir figures]
     workbench models [--presets]
-    workbench data download NAME PATH | workbench data check NAME PATH
+    workbench data download NAME PATH
+    workbench data check NAME PATH [--labels TABLE] [--reader-option KEY=VALUE ...]
     workbench preprocess --dataset NAME --data-path PATH [--recipe R] [--out DIR] [--n-jobs N]
+                         [--resample HZ] [--channel-policy P] [--labels TABLE]
+                         [--reader-option KEY=VALUE ...]
     workbench bench [NAME [ARGS...]]
 
 Logs go to stderr (``--log-level``), results to stdout. Exit codes: 0 success, 1 failures (a
 notebook failed, a dataset check found problems, a needed module is missing), 2 usage errors
-(unknown option, profile, notebook or benchmark name; a dataset, path or recipe that the data
-commands reject with ``ValueError``/``KeyError``/``FileNotFoundError``).
+(unknown option, profile, notebook or benchmark name; a dataset, path, recipe or reader option
+that the data commands reject with ``ValueError``/``KeyError``/``FileNotFoundError``/
+``TypeError``).
 """
 
 from __future__ import annotations
@@ -142,17 +146,36 @@ def _cmd_data(args: argparse.Namespace) -> int:
             print(result)
         return EXIT_OK
     fn = _lazy("workbench.data.readers", "check_dataset", "data check")
-    result = fn(args.name, args.path)
+    result = fn(args.name, args.path, **_reader_options(args))
     print(result.to_string(index=False) if isinstance(result, pd.DataFrame) else result)
     return EXIT_FAILED if _report_failed(result) else EXIT_OK
 
 
+def _reader_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--reader-option`` pairs and ``--labels`` as reader options (a labels file must exist)."""
+    options = dict(args.reader_option or [])
+    if args.labels:
+        if "labels" in options:
+            raise ValueError("give the labels table with --labels or --reader-option labels=..., "
+                             "not both")
+        if not Path(args.labels).is_file():
+            raise FileNotFoundError(f"--labels: no file {args.labels}")
+        options["labels"] = args.labels
+    return options
+
+
 def _cmd_preprocess(args: argparse.Namespace) -> int:
     fn = _lazy("workbench.data.preprocess", "run_pipeline", "preprocess")
+    cfg: Any = args.recipe
+    overrides = {k: v for k, v in {"resample": args.resample,
+                                   "channel_policy": args.channel_policy}.items() if v is not None}
+    if overrides:
+        get_recipe = _lazy("workbench.data.preprocess", "get_recipe", "preprocess")
+        cfg = get_recipe(args.recipe or "omfa", **overrides)
     kw = {k: v for k, v in {"dataset": args.dataset, "data_path": args.data_path,
-                            "cfg": args.recipe, "out_dir": args.out,
+                            "cfg": cfg, "out_dir": args.out,
                             "n_jobs": args.n_jobs}.items() if v is not None}
-    result = fn(**kw)
+    result = fn(**kw, reader_options=_reader_options(args))
     print(result.reports.to_string(index=False) if len(result.reports) else "no recordings")
     print(f"store: {result.store}")
     if len(result.failures):
@@ -190,6 +213,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
+def _add_reader_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", metavar="TABLE",
+                   help="labels table (CSV/TSV: file + label, or file, onset, duration, label)")
+    p.add_argument("--reader-option", action="append", type=_parse_param, metavar="KEY=VALUE",
+                   help="reader option (YAML value), e.g. task=imagery_lr, sfreq=256, "
+                        "'channels=[Fp1, Fp2]'; repeatable")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``workbench`` command."""
     p = argparse.ArgumentParser(prog="workbench", description="EEG foundation-model workbench.")
@@ -230,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
         a = dsub.add_parser(action, help=text)
         a.add_argument("name")
         a.add_argument("path")
+        if action == "check":
+            _add_reader_options(a)
     d.set_defaults(func=_cmd_data)
 
     pre = sub.add_parser("preprocess", help="run the preprocessing pipeline into a window store")
@@ -238,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--recipe", help="omfa, stelar, trace, eegm2 or minimal")
     pre.add_argument("--out", help="folder of the resulting WindowStore")
     pre.add_argument("--n-jobs", type=int)
+    pre.add_argument("--resample", type=float, metavar="HZ",
+                     help="resample every recording to this rate (default: the recipe's)")
+    pre.add_argument("--channel-policy", choices=["reorder", "intersection", "interpolate"],
+                     help="recordings with other channels than the first: reorder the same set "
+                          "(default), keep the channels common to all, or interpolate missing ones")
+    _add_reader_options(pre)
     pre.set_defaults(func=_cmd_preprocess)
 
     b = sub.add_parser("bench", help="run benchmarks/bench_NAME.py (no NAME: list them)")
@@ -260,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Unavailable as e:
         _err(str(e))
         return EXIT_FAILED
-    except (ValueError, KeyError, FileNotFoundError) as e:
+    except (ValueError, KeyError, FileNotFoundError, TypeError) as e:
         if args.command not in ("data", "preprocess"):
             raise
         # the library's errors name the bad argument (dataset, path, recipe): a usage error

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Profile, get_profile
-from ..utils import get_logger, stable_hash
+from ..utils import file_digest, get_logger, stable_hash
 from .store import WindowStore, build_store
 
 log = get_logger("corpus")
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: sfreq and labels in the key, subjects used/available in provenance
 
 
 def default_cache_dir() -> Path:
@@ -33,7 +33,9 @@ def is_synthetic(dataset: str) -> bool:
 def load_store(dataset: str, *, profile: str | Profile = "smoke", data_path: str | None = None,
                window_s: float = 2.0, overlap_s: float = 0.0, scale: str | None = "microvolts",
                recipe: str | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None,
-               reader_options: dict[str, Any] | None = None, n_jobs: int = 1) -> WindowStore:
+               reader_options: dict[str, Any] | None = None, n_jobs: int = 1,
+               sfreq: float | None = None, labels: str | os.PathLike | None = None
+               ) -> WindowStore:
     """A WindowStore of ``dataset`` windowed as asked, from the cache when it is there.
 
     Parameters
@@ -48,12 +50,35 @@ def load_store(dataset: str, *, profile: str | Profile = "smoke", data_path: str
     recipe : str, optional
         A preprocessing recipe (:data:`workbench.data.preprocess.RECIPES`); None windows the
         recordings as they are (the synthetic corpus is already clean of drifts).
+    reader_options : dict, optional
+        Passed to the reader (e.g. ``{"task": "imagery_lr"}``, ``{"sfreq": 256}`` for CSV).
+    sfreq : float, optional
+        Resample every recording to this rate (Hz), with or without a recipe (overrides the
+        recipe's ``resample``); None keeps the native rate (or the recipe's).
+    labels : path, optional
+        A labels table (CSV/TSV, see docs/datasets.md) for readers that take one (``generic``,
+        ``csv``); its content is part of the cache key.
+
+    Notes
+    -----
+    With a profile that caps subjects (``max_subjects``, real data only), the store's
+    ``meta["provenance"]["subjects"]`` says how many of how many subjects it holds.
     """
     prof = get_profile(profile) if isinstance(profile, str) else profile
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    reader_options = dict(reader_options or {})
+    if labels is not None:
+        if "labels" in reader_options:
+            raise ValueError("Give the labels table either as 'labels' or in 'reader_options', "
+                             "not both.")
+        if not Path(labels).is_file():
+            raise FileNotFoundError(f"Invalid value for the 'labels' parameter: no file {labels}.")
+        reader_options["labels"] = str(Path(labels).resolve())
     key = {"v": CACHE_VERSION, "dataset": dataset, "window_s": window_s, "overlap_s": overlap_s,
-           "scale": scale, "recipe": recipe, "seed": seed,
-           "reader_options": reader_options or {}}
+           "scale": scale, "recipe": recipe, "seed": seed, "sfreq": sfreq,
+           "reader_options": reader_options}
+    if labels is not None:
+        key["labels_digest"] = file_digest(reader_options["labels"])
     if is_synthetic(dataset):
         from .synthetic import GENERATOR_VERSION
 
@@ -69,16 +94,20 @@ def load_store(dataset: str, *, profile: str | Profile = "smoke", data_path: str
     if (root / "meta.json").exists():
         log.info("store %s served from the cache", root)
         return WindowStore(root)
-    recordings = _recordings(dataset, prof, data_path, seed, reader_options or {})
-    provenance = {"source": dataset, "key": key}
+    recordings, subjects = _recordings(dataset, prof, data_path, seed, reader_options)
+    provenance = {"source": dataset, "key": key, "subjects": subjects}
+    if subjects["used"] < subjects["available"]:
+        log.warning("%s: profile %r uses %d of %d subjects (max_subjects=%d).", dataset,
+                    prof.name, subjects["used"], subjects["available"], prof.max_subjects)
     if recipe is None:
         return build_store(recordings, root, window_s=window_s, overlap_s=overlap_s, scale=scale,
-                           provenance=provenance, overwrite=True)
+                           provenance=provenance, overwrite=True, sfreq=sfreq)
     from .preprocess import get_recipe, run_pipeline
 
-    cfg = get_recipe(recipe, window_s=window_s, overlap_s=overlap_s, scale=scale)
+    over = {"resample": sfreq} if sfreq is not None else {}
+    cfg = get_recipe(recipe, window_s=window_s, overlap_s=overlap_s, scale=scale, **over)
     result = run_pipeline(recordings, cfg=cfg, out_dir=root, n_jobs=n_jobs,
-                          cache_dir=cache / "preprocess")
+                          cache_dir=cache / "preprocess", provenance=provenance)
     if result.store is None:
         raise RuntimeError(f"Preprocessing {dataset} produced no windows; failures:\n"
                            f"{result.failures}")
@@ -86,7 +115,7 @@ def load_store(dataset: str, *, profile: str | Profile = "smoke", data_path: str
 
 
 def _recordings(dataset: str, prof: Profile, data_path: str | None, seed: int,
-                reader_options: dict[str, Any]) -> list:
+                reader_options: dict[str, Any]) -> tuple[list, dict[str, int]]:
     if is_synthetic(dataset):
         from .synthetic import make_synthetic_recordings
 
@@ -113,4 +142,6 @@ def _recordings(dataset: str, prof: Profile, data_path: str | None, seed: int,
                 subjects.append(r.subject)
         keep = set(subjects[:prof.max_subjects])
         recs = [r for r in recs if r.subject in keep]
-    return recs
+        return recs, {"used": len(keep), "available": len(subjects)}
+    n = len({r.subject for r in recs})
+    return recs, {"used": n, "available": n}

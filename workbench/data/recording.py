@@ -139,6 +139,30 @@ class Recording:
                                                      self.events["label"])]))
         return raw
 
+    def resample(self, sfreq: float, *, max_denominator: int = 1000) -> Recording:
+        """A copy at ``sfreq`` Hz (polyphase FIR resampling, events unchanged in seconds).
+
+        The ratio ``sfreq / self.sfreq`` is approximated by a fraction ``up / down`` with
+        ``down <= max_denominator`` (128 -> 200 Hz is 25 / 16, exact); the recording's rate is
+        then ``self.sfreq * up / down``. ``scipy.signal.resample_poly`` low-passes with a Kaiser
+        window FIR before decimating, so downsampling does not alias.
+        """
+        from fractions import Fraction
+
+        from scipy.signal import resample_poly
+
+        if not np.isfinite(sfreq) or sfreq <= 0:
+            raise ValueError(f"Invalid value for the 'sfreq' parameter: expected a positive "
+                             f"rate in Hz, got {sfreq!r}.")
+        ratio = Fraction(float(sfreq) / self.sfreq).limit_denominator(max_denominator)
+        if ratio == 1:
+            return self.replace()
+        data = resample_poly(self.data.astype(np.float64), ratio.numerator, ratio.denominator,
+                             axis=1)  # (C, T * up / down)
+        meta = {**self.meta, "resampled_from": self.sfreq}
+        return self.replace(data=data, sfreq=self.sfreq * ratio.numerator / ratio.denominator,
+                            meta=meta)
+
     def replace(self, **changes: Any) -> Recording:
         """A copy with some fields replaced (data, sfreq, ch_names ...)."""
         fields = {k: getattr(self, k) for k in self.__dataclass_fields__}

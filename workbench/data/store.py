@@ -7,16 +7,21 @@ Layout of a store folder::
                   trial, label, start, start_s
     meta.json     ch_names, sfreq, n_times, n_windows, dataset, label_names, provenance
 
-A store is written into a temporary sibling folder and renamed into place when complete, so a
-reader never sees a half-written store and an interrupted write leaves nothing behind.
+A store is written into a temporary sibling folder ``.<name>.XXXXXXXX`` and renamed into place
+when complete, so a reader never sees a half-written store and an interrupted write leaves
+nothing behind; a killed write leaves its temporary folder, which the next writer of a store in
+the same folder removes (:func:`remove_stale_temporaries`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,53 @@ INDEX_COLUMNS = ("window_id", "dataset", "subject", "session", "recording", "tri
                  "start", "start_s")
 _STR_COLUMNS = ("dataset", "subject", "session", "recording")
 FORMAT_VERSION = 1
+STALE_AGE_S = 24 * 3600  # a temporary of another machine (or without owner) this old is stale
+_OWNER = ".owner.json"  # pid and host of the process writing a temporary store folder
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def _is_stale(path: Path, max_age_s: float) -> bool:
+    try:
+        owner = json.loads((path / _OWNER).read_text())
+        if owner.get("host") == socket.gethostname() and owner.get("pid") != os.getpid():
+            return not _pid_alive(int(owner["pid"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        return time.time() - path.stat().st_mtime > max_age_s
+    except OSError:
+        return False
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name: str, *,
+                             max_age_s: float = STALE_AGE_S) -> list[Path]:
+    """Remove the temporary folders that killed writers of store ``name`` left in ``folder``.
+
+    Only ours, by name pattern: ``.<name>.XXXXXXXX`` (a store being written) and
+    ``.<name>.old`` (a replaced store). One is stale when the process that wrote it (recorded
+    in it, on this machine) is gone, or, without that record or from another machine, when it
+    is older than ``max_age_s``. Returns the removed paths.
+    """
+    folder = Path(folder)
+    pattern = re.compile(rf"^\.{re.escape(name)}\.([a-z0-9_]{{8}}|old)$")
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        if p.is_dir() and pattern.match(p.name) and _is_stale(p, max_age_s):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+            log.warning("removed %s, left by an interrupted store write", p)
+    return removed
 
 
 class WindowStoreWriter:
@@ -48,7 +100,9 @@ class WindowStoreWriter:
             raise FileExistsError(f"WindowStore {self.root} already exists; pass overwrite=True "
                                   "to replace it.")
         self.root.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.root.parent, self.root.name)
         self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.", dir=self.root.parent))
+        atomic_write_json(self._tmp / _OWNER, {"pid": os.getpid(), "host": socket.gethostname()})
         self._f = open(self._tmp / "windows.f32", "wb")
         self.ch_names = list(ch_names)
         self.sfreq = float(sfreq)
@@ -95,6 +149,7 @@ class WindowStoreWriter:
                 "sfreq": self.sfreq, "n_times": self.n_times, "n_windows": self._n,
                 "n_channels": len(self.ch_names), "dtype": "float32"}
         atomic_write_json(self._tmp / "meta.json", meta)
+        (self._tmp / _OWNER).unlink(missing_ok=True)
         if self.root.exists():
             old = self.root.with_name(f".{self.root.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -227,14 +282,21 @@ class WindowStore:
 def build_store(recordings: Iterable, root: str | os.PathLike, *, window_s: float,
                 overlap_s: float = 0.0, within_events: bool = True, scale: str | None = None,
                 provenance: dict[str, Any] | None = None, overwrite: bool = False,
-                ch_names: Sequence[str] | None = None) -> WindowStore:
+                ch_names: Sequence[str] | None = None, reject_ptp: float | None = None,
+                sfreq: float | None = None, channel_policy: str = "reorder") -> WindowStore:
     """Window ``recordings`` (one layout and rate) and write them to a new store.
+
+    The windowing path of :func:`workbench.data.preprocess.run_pipeline`
+    (:class:`workbench.data.assemble.StoreAssembler`) with recordings as they are.
 
     Parameters
     ----------
     recordings : iterable of Recording
-        All must share channel names (after EEG picking) and sampling rate; a mismatch raises
-        an error naming the recording.
+        Their EEG channels are put in the store's order (the same set in another order is
+        reordered); a recording at another rate (beyond 0.1 %) without ``sfreq``, or with other
+        channels than ``channel_policy`` allows, raises
+        :class:`~workbench.data.assemble.LayoutError` (a ``ValueError``) naming the recording,
+        and nothing is written.
     window_s, overlap_s : float
         Window length and overlap in seconds.
     within_events : bool
@@ -242,32 +304,28 @@ def build_store(recordings: Iterable, root: str | os.PathLike, *, window_s: floa
         the recording-level label.
     scale : str, optional
         Amplitude scaling, see :func:`workbench.data.windowing.scale_windows`.
+    ch_names : sequence of str, optional
+        The store's channel layout (default: the first recording's EEG channels).
+    reject_ptp : float, optional
+        Drop windows with a larger peak-to-peak amplitude (volts).
+    sfreq : float, optional
+        Resample every recording to this rate (polyphase, :meth:`Recording.resample`).
+    channel_policy : {"reorder", "subset", "interpolate"}
+        See :class:`~workbench.data.assemble.StoreAssembler`.
     """
-    from .windowing import make_windows
+    from .assemble import StoreAssembler
 
-    writer: WindowStoreWriter | None = None
+    asm = StoreAssembler(root, window_s=window_s, overlap_s=overlap_s,
+                         window_mode="events" if within_events else "fixed", scale=scale,
+                         reject_ptp=reject_ptp, ch_names=ch_names, provenance=provenance,
+                         overwrite=overwrite, sfreq=sfreq, channel_policy=channel_policy)
     try:
         for rec in recordings:
-            picks = rec.eeg_picks
-            names = [rec.ch_names[i] for i in picks]
-            if ch_names is not None and list(names) != list(ch_names):
-                raise ValueError(f"{rec.key}: channels {names} differ from the store's "
-                                 f"{list(ch_names)}.")
-            win, rows = make_windows(rec, window_s=window_s, overlap_s=overlap_s,
-                                     within_events=within_events, scale=scale)
-            if writer is None:
-                ch_names = names
-                writer = WindowStore.writer(root, names, rec.sfreq, win.shape[-1],
-                                            dataset=rec.dataset, label_names=rec.label_names,
-                                            provenance=provenance, overwrite=overwrite)
-            elif rec.sfreq != writer.sfreq:
-                raise ValueError(f"{rec.key}: sampling rate {rec.sfreq} Hz differs from the "
-                                 f"store's {writer.sfreq} Hz; resample first.")
-            writer.add(win, rows)
-        if writer is None:
-            raise ValueError(f"build_store({root}): no recordings given.")
-        return writer.close()
+            asm.add(rec)
+        store = asm.close()
     except BaseException:
-        if writer is not None:
-            writer.abort()
+        asm.abort()
         raise
+    if store is None:
+        raise ValueError(f"build_store({root}): no recordings given.")
+    return store

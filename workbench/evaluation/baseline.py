@@ -9,7 +9,9 @@ variance, the literal definition (the slow reference twin; a test checks that th
 
 Two protocols return tidy tables with one row per subject (and seed): :func:`within_subject`
 (per subject, whole trials held out, see :func:`workbench.data.splits.within_subject_split`) and
-:func:`cross_subject` (leave one subject out).
+:func:`cross_subject` (leave one subject out). Classes are weighted ``balanced`` by default, so
+the floor is fair on imbalanced labels, and each row says whether its split is ``confounded``
+(it can only measure recording identity, :mod:`workbench.evaluation.honesty`).
 
 References
 ----------
@@ -35,7 +37,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from ..data.splits import Split, leave_one_subject_out, within_subject_split
+from ..data.windowing import check_finite_windows
 from ..utils import check_option
+from .honesty import recording_confound
 from .metrics import classification_metrics
 
 logger = logging.getLogger("workbench")
@@ -88,6 +92,7 @@ def band_power(X: np.ndarray, sfreq: float, bands: Mapping[str, tuple[float, flo
     if X.ndim != 3:
         raise ValueError(f"Invalid value for the 'X' parameter: expected windows of shape "
                          f"(N, C, T), got shape {X.shape}.")
+    check_finite_windows(X)
     if method == "welch":
         nperseg = int(nperseg or min(X.shape[-1], int(round(sfreq))))
         freqs, psd = signal.welch(X, fs=sfreq, nperseg=nperseg, noverlap=nperseg // 2,
@@ -143,11 +148,17 @@ class FeatureBaseline(ClassifierMixin, BaseEstimator):
     method : ``"welch"`` | ``"filter"``
     random_state : int
         Seed of the SVM.
+    class_weight : "balanced" or None
+        ``"balanced"`` (default) weights each class by ``n / (n_classes * n_c)``, so a
+        minority class counts as much as the majority in the loss (on balanced labels the
+        weights are all 1 and nothing changes); None fits unweighted, which on a 1:5 task
+        can predict the majority class everywhere (balanced accuracy 0.5).
     """
 
     def __init__(self, kind: str = "de", classifier: str = "logreg", C: float = 1.0,
                  sfreq: float | None = None, bands: Mapping | None = None,
-                 method: str = "welch", random_state: int = 0):
+                 method: str = "welch", random_state: int = 0,
+                 class_weight: str | None = "balanced"):
         self.kind = kind
         self.classifier = classifier
         self.C = C
@@ -155,6 +166,7 @@ class FeatureBaseline(ClassifierMixin, BaseEstimator):
         self.bands = bands
         self.method = method
         self.random_state = random_state
+        self.class_weight = class_weight
 
     def _features(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X)
@@ -168,12 +180,14 @@ class FeatureBaseline(ClassifierMixin, BaseEstimator):
     def _make_pipeline(self) -> Pipeline:
         check_option("kind", self.kind, FEATURE_KINDS)
         check_option("classifier", self.classifier, ("logreg", "svm"))
+        check_option("class_weight", self.class_weight, ("balanced", None))
         if self.classifier == "logreg":
-            clf = LogisticRegression(C=self.C, max_iter=2000)
+            clf = LogisticRegression(C=self.C, max_iter=2000, class_weight=self.class_weight)
         else:
             # Platt-scaled probabilities (what SVC(probability=True), deprecated in
             # scikit-learn 1.9, computes), from an internal 5-fold cross-validation
-            clf = CalibratedClassifierCV(SVC(C=self.C, random_state=self.random_state),
+            clf = CalibratedClassifierCV(SVC(C=self.C, random_state=self.random_state,
+                                             class_weight=self.class_weight),
                                          method="sigmoid", ensemble=False)
         return Pipeline([("scale", StandardScaler()), ("clf", clf)])
 
@@ -226,7 +240,8 @@ def _evaluate(feats: np.ndarray, y: np.ndarray, split: Split, labels: list, mode
 def within_subject(X: np.ndarray, index: pd.DataFrame, sfreq: float, *, kind: str = "de",
                    classifier: str = "logreg", C: float = 1.0, bands: Mapping | None = None,
                    method: str = "welch", test_size: float = 0.2, seeds: Sequence[int] = (0,),
-                   n_times: int | None = None) -> pd.DataFrame:
+                   n_times: int | None = None, class_weight: str | None = "balanced"
+                   ) -> pd.DataFrame:
     """Per-subject train/test of the feature baseline, whole trials held out.
 
     Parameters
@@ -238,7 +253,7 @@ def within_subject(X: np.ndarray, index: pd.DataFrame, sfreq: float, *, kind: st
         (a WindowStore index or :func:`workbench.data.windowing.make_windows` rows).
     sfreq : float
         Sampling rate of the windows.
-    kind, classifier, C, bands, method
+    kind, classifier, C, bands, method, class_weight
         See :class:`FeatureBaseline`.
     test_size : float
         Fraction of each subject's trials held out, stratified by label.
@@ -249,11 +264,14 @@ def within_subject(X: np.ndarray, index: pd.DataFrame, sfreq: float, *, kind: st
     -------
     DataFrame
         One row per dataset, subject and seed: ``dataset, subject, seed, protocol, n_train,
-        n_test`` and the metrics of :func:`workbench.evaluation.metrics.classification_metrics`.
+        n_test``, ``confounded`` (the split can only measure recording identity, see
+        :func:`workbench.evaluation.honesty.recording_confound`; also logged as a warning) and
+        the metrics of :func:`workbench.evaluation.metrics.classification_metrics`.
     """
     feats, index, n_times = _prepare(X, index, sfreq, kind, bands, method, n_times)
     return _run_protocol(
-        feats, index, "within_subject", seeds, {"kind": kind, "classifier": classifier, "C": C},
+        feats, index, "within_subject", seeds,
+        {"kind": kind, "classifier": classifier, "C": C, "class_weight": class_weight},
         lambda sub, seed: within_subject_split(sub, n_times, test_size=test_size, seed=seed))
 
 
@@ -266,25 +284,36 @@ def _run_protocol(feats: np.ndarray, index: pd.DataFrame, protocol: str, seeds: 
     for ds, sub in index.groupby("dataset", sort=True):
         ids = sub.index.to_numpy()
         labels = sorted(sub["label"].unique().tolist())
+        flagged: dict[str, str] = {}
         for seed in seeds:
             for split in make_splits(sub.reset_index(drop=True), seed):
                 split = Split(ids[split.train], ids[split.test], name=split.name,
                               subject=split.subject)
+                confound = recording_confound(index, split.train, split.test)
+                if confound.confounded:
+                    flagged[str(split.subject)] = confound.reason
                 rows.append({"dataset": ds, "subject": split.subject, "seed": seed,
-                             "protocol": protocol,
+                             "protocol": protocol, "confounded": confound.confounded,
                              **_evaluate(feats, y, split, labels, model_kw, seed)})
+        if flagged:
+            first = next(iter(flagged))
+            logger.warning("%s, %s: the splits of %d of %d subjects can only measure recording "
+                           "identity (subjects %s); subject %s: %s", ds, protocol, len(flagged),
+                           sub["subject"].nunique(), sorted(flagged), first, flagged[first])
     return pd.DataFrame(rows)
 
 
 def cross_subject(X: np.ndarray, index: pd.DataFrame, sfreq: float, *, kind: str = "de",
                   classifier: str = "logreg", C: float = 1.0, bands: Mapping | None = None,
                   method: str = "welch", seeds: Sequence[int] = (0,),
-                  n_times: int | None = None) -> pd.DataFrame:
+                  n_times: int | None = None, class_weight: str | None = "balanced"
+                  ) -> pd.DataFrame:
     """Leave-one-subject-out evaluation of the feature baseline, per dataset.
 
     Same arguments and table as :func:`within_subject`; ``subject`` is the held-out subject.
     """
     feats, index, _ = _prepare(X, index, sfreq, kind, bands, method, n_times)
     return _run_protocol(feats, index, "cross_subject", seeds,
-                         {"kind": kind, "classifier": classifier, "C": C},
+                         {"kind": kind, "classifier": classifier, "C": C,
+                          "class_weight": class_weight},
                          lambda sub, seed: leave_one_subject_out(sub))

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.windowing import check_finite_windows
+
 logger = logging.getLogger("workbench")
 
 __all__ = ["STATISTICS", "HookFeatures", "ProbeResult", "channel_statistics", "linear_probe",
@@ -125,6 +127,7 @@ def channel_statistics(feats: Any, time_axis: int = -1, flatten: bool = True) ->
         raise ValueError(f"Invalid shape for 'feats': expected (batch, channels, time), got "
                          f"{a.shape}.")
     a = np.moveaxis(a, time_axis, -1).astype(np.float64)  # (B, C, T)
+    check_finite_windows(a, "feats")
     q = np.quantile(a, _QUANTILES, axis=-1)  # (5, B, C)
     stats = np.stack([a.min(-1), a.max(-1), a.mean(-1), a.std(-1), *q], axis=-1)  # (B, C, 9)
     stats = stats.astype(np.float32)
@@ -157,8 +160,8 @@ class ProbeResult:
         return self.classes[np.argmax(self.proba, axis=1)]
 
 
-def _fit_probe(estimator: Any, train_X: Any, train_y: Any, test_X: Any, test_y: Any
-               ) -> ProbeResult:
+def _fit_probe(estimator: Any, train_X: Any, train_y: Any, test_X: Any, test_y: Any,
+               sample_weight: str | None = None) -> ProbeResult:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -174,7 +177,13 @@ def _fit_probe(estimator: Any, train_X: Any, train_y: Any, test_X: Any, test_y: 
     if np.unique(ytr).size < 2:
         raise ValueError(f"Invalid value for 'train_y': a probe needs at least two classes, "
                          f"got {np.unique(ytr).tolist()}.")
-    pipe = make_pipeline(StandardScaler(), estimator).fit(Xtr, ytr)
+    fit_kw = {}
+    if sample_weight is not None:  # estimators without class_weight (the MLP) get sample weights
+        from sklearn.utils.class_weight import compute_sample_weight
+
+        step = type(estimator).__name__.lower()
+        fit_kw[f"{step}__sample_weight"] = compute_sample_weight(sample_weight, ytr)
+    pipe = make_pipeline(StandardScaler(), estimator).fit(Xtr, ytr, **fit_kw)
     proba = pipe.predict_proba(Xte)
     classes = pipe.classes_
     metrics: dict[str, float] = {}
@@ -187,7 +196,8 @@ def _fit_probe(estimator: Any, train_X: Any, train_y: Any, test_X: Any, test_y: 
 
 
 def linear_probe(train_X: Any, train_y: Any, test_X: Any, test_y: Any = None, C: float = 1.0,
-                 max_iter: int = 2000, random_state: int = 0) -> ProbeResult:
+                 max_iter: int = 2000, random_state: int = 0,
+                 class_weight: str | None = "balanced") -> ProbeResult:
     """Standardise, then one-vs-rest logistic regression (EEGM2 Linear).
 
     Parameters
@@ -202,18 +212,29 @@ def linear_probe(train_X: Any, train_y: Any, test_X: Any, test_y: Any = None, C:
         Solver iterations.
     random_state : int
         Seed.
+    class_weight : "balanced" or None
+        ``"balanced"`` (default) weights each one-vs-rest problem so that both sides count
+        equally (a minority class is not ignored on imbalanced labels); None: unweighted.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
 
+    _check_class_weight(class_weight)
     est = OneVsRestClassifier(LogisticRegression(C=C, max_iter=max_iter,
-                                                 random_state=random_state))
+                                                 random_state=random_state,
+                                                 class_weight=class_weight))
     return _fit_probe(est, train_X, train_y, test_X, test_y)
+
+
+def _check_class_weight(class_weight: str | None) -> None:
+    if class_weight not in ("balanced", None):
+        raise ValueError(f"Invalid value for the 'class_weight' parameter: expected 'balanced' "
+                         f"or None, got {class_weight!r}.")
 
 
 def mlp_probe(train_X: Any, train_y: Any, test_X: Any, test_y: Any = None,
               hidden: tuple[int, int] = (128, 64), alpha: float = 1e-4, max_iter: int = 500,
-              random_state: int = 0) -> ProbeResult:
+              random_state: int = 0, class_weight: str | None = "balanced") -> ProbeResult:
     """Standardise, then an MLP with two hidden layers (EEGM2 Light).
 
     Parameters
@@ -228,12 +249,16 @@ def mlp_probe(train_X: Any, train_y: Any, test_X: Any, test_y: Any = None,
         Adam epochs.
     random_state : int
         Seed (weights and batching).
+    class_weight : "balanced" or None
+        ``"balanced"`` (default): per-sample weights ``n / (n_classes * n_c)`` in the loss
+        (``MLPClassifier`` has no ``class_weight``); None: unweighted.
     """
     from sklearn.neural_network import MLPClassifier
 
     if len(hidden) != 2:
         raise ValueError(f"Invalid value for the 'hidden' parameter: expected two hidden "
                          f"widths, got {hidden!r}.")
+    _check_class_weight(class_weight)
     est = MLPClassifier(hidden_layer_sizes=tuple(hidden), alpha=alpha, max_iter=max_iter,
                         random_state=random_state)
-    return _fit_probe(est, train_X, train_y, test_X, test_y)
+    return _fit_probe(est, train_X, train_y, test_X, test_y, sample_weight=class_weight)

@@ -31,6 +31,7 @@ from . import (
     bcic2a,
     chbmit,
     deap,
+    device_csv,
     dreamer,
     eegmat,
     eegmmidb,
@@ -57,6 +58,7 @@ READERS: dict[str, ModuleType | SimpleNamespace] = {
     "chbmit": chbmit,
     "uci_eye_state": uci_eye_state,
     "generic": generic,
+    "csv": device_csv,
 }
 """Registry name -> reader (a module, or a namespace with the same attributes for TUAB/TUEV)."""
 
@@ -66,6 +68,7 @@ ALIASES: dict[str, str] = {
     "bnci2014_001": "bcic2a", "bnci2014001": "bcic2a", "bciciv2a": "bcic2a",
     "sleep_physionet": "sleep_edf", "sleep-edf": "sleep_edf", "sleepedf": "sleep_edf",
     "chb-mit": "chbmit", "eye_state": "uci_eye_state",
+    "tsv": "csv", "muse": "csv", "openbci": "csv", "emotiv": "csv",
 }
 
 __all__ = ["READERS", "DatasetInfo", "ReadResult", "DatasetNotDownloadable", "get_reader",
@@ -139,8 +142,9 @@ def _select(reader, files: list[Path], subjects) -> list[Path]:
     return out
 
 
-def _check_options(name: str, reader, options: dict) -> None:
-    """Refuse options the reader does not take (else every file would fail the same way)."""
+def check_reader_options(name: str, reader, options: dict) -> None:
+    """Refuse options the reader does not take (else every file would fail the same way):
+    ``TypeError`` naming them and the accepted ones."""
     params = inspect.signature(reader.read_file).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
@@ -156,7 +160,7 @@ def _plan(name: str, path: str | os.PathLike, on_error: str, on_rate_mismatch: s
     check_option("on_error", on_error, ("skip", "raise"))
     check_option("on_rate_mismatch", on_rate_mismatch, ("warn", "raise"))
     reader = get_reader(name)
-    _check_options(name, reader, options)
+    check_reader_options(name, reader, options)
     subjects = None if subjects is None else list(subjects)
     return reader, _select(reader, reader.list_files(Path(path), **options), subjects), subjects
 
@@ -181,8 +185,8 @@ def iter_dataset(name: str, path: str | os.PathLike, *, on_error: str = "skip",
     subjects : iterable, optional
         Only these subjects (strings, or numbers matching the digits of the subject id).
     on_rate_mismatch : {"warn", "raise"}
-        Recordings at a rate different from the first one's are logged (``warn``; preprocessing
-        resamples), or reported as failures naming the expected and actual rate (``raise``), so
+        Recordings at a rate different from the first one's are logged (``warn``; a store then
+        needs a target rate: recipe ``resample`` or ``load_store(sfreq=...)``), or reported as failures naming the expected and actual rate (``raise``), so
         that one call never mixes rates silently. (Channels at different rates *inside* one EDF
         are the readers' ``mixed_rates`` option.)
     failures : list, optional
@@ -191,9 +195,22 @@ def iter_dataset(name: str, path: str | os.PathLike, *, on_error: str = "skip",
         Passed to the reader's ``list_files`` and ``read_file`` (e.g. ``task="4class"``).
     """
     reader, files, subjects = _plan(name, path, on_error, on_rate_mismatch, subjects, options)
+    failures = failures if failures is not None else []
+    failures += _label_failures(reader, path, files, options)
     return _read_files(name, reader, files, on_error=on_error, subjects=subjects,
-                       on_rate_mismatch=on_rate_mismatch,
-                       failures=failures if failures is not None else [], options=options)
+                       on_rate_mismatch=on_rate_mismatch, failures=failures, options=options)
+
+
+def _label_failures(reader, path, files: list[Path], options: dict) -> list[dict]:
+    """Labels-table rows that name no file, as failure rows (logged)."""
+    check = getattr(reader, "label_problems", None)
+    if check is None or options.get("labels") is None:
+        return []
+    rows = [{"file": f, "error": m} for f, m in check(Path(path), files=files, durations=False,
+                                                        **options)]
+    for r in rows:
+        log.warning("labels table: %s", r["error"])
+    return rows
 
 
 def _read_files(name: str, reader, files: list[Path], *, on_error: str, subjects,
@@ -215,7 +232,9 @@ def _read_files(name: str, reader, files: list[Path], *, on_error: str, subjects
                     if on_rate_mismatch == "raise":
                         raise ValueError(msg + " (on_rate_mismatch='raise').")
                     if not warned:
-                        log.warning("%s; resample in preprocessing.", msg)
+                        log.warning("%s; a store holds one rate: set a target rate (recipe "
+                                    "'resample', `workbench preprocess --resample HZ`, "
+                                    "load_store(sfreq=...)).", msg)
                         warned = True
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -240,7 +259,7 @@ def read_dataset(name: str, path: str | os.PathLike, *, on_error: str = "skip",
     recordings and a ``failures`` table (``file``, ``error``).
     """
     reader, files, subjects = _plan(name, path, on_error, on_rate_mismatch, subjects, options)
-    failures: list[dict] = []
+    failures: list[dict] = _label_failures(reader, path, files, options)
     recs = list(_read_files(name, reader, files, on_error=on_error, subjects=subjects,
                             on_rate_mismatch=on_rate_mismatch, failures=failures,
                             options=options))
@@ -256,7 +275,9 @@ def check_dataset(name: str, path: str | os.PathLike, *, subjects: Iterable[Any]
 
     One row per file found (``ok`` or ``unreadable`` with the reason; headers only where the
     format allows) and per expected file that is absent (``missing``); a subject whose files are
-    all absent is one row. Columns: ``file``, ``status``, ``message``.
+    all absent is one row; with a ``labels`` table (generic, csv), one row (``labels``) per
+    table entry naming no file and per file whose table events lie outside the recording.
+    Columns: ``file``, ``status``, ``message``.
     """
     reader = get_reader(name)
     path = Path(path)
@@ -297,6 +318,9 @@ def check_dataset(name: str, path: str | os.PathLike, *, subjects: Iterable[Any]
     if hasattr(reader, "layout_problems"):
         rows += [{"file": f, "status": "missing", "message": m}
                  for f, m in reader.layout_problems(path, **options)]
+    if hasattr(reader, "label_problems") and options.get("labels") is not None:
+        rows += [{"file": f, "status": "labels", "message": m}
+                 for f, m in reader.label_problems(path, files=files, **options)]
     return pd.DataFrame(rows, columns=["file", "status", "message"])
 
 

@@ -10,7 +10,8 @@ way for every dataset:
   dropped silently: a dropped channel is logged and listed in ``meta["dropped_channels"]``.
 * :func:`read_edf_header` parses an EDF/BDF header without reading samples (``workbench data
   check``) and :func:`read_edf` refuses truncated files and handles channels recorded at
-  different rates inside one file (``mixed_rates``).
+  different rates inside one file (``mixed_rates``); both live in :mod:`.edf`, re-exported here.
+* labels tables (:mod:`.labels`) label files of formats that carry no labels.
 * :func:`finalize` applies the bad-input policy to every Recording: NaN/inf samples raise
   (``nonfinite="raise"``) and flat channels are flagged in ``meta["flat_channels"]``
   (``flat="flag"``).
@@ -23,9 +24,8 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,14 @@ import pandas as pd
 from ...channels import normalize_channel_name
 from ...utils import check_option, get_logger
 from ..recording import Recording, make_events
+from .edf import EdfHeader, _read_raw, read_edf, read_edf_header
+from .labels import label_rows, load_labels, table_problems
+
+__all__ = ["CH_TYPES", "EXTENSIONS", "INFO", "DatasetInfo", "EdfHeader", "annotations_to_events",
+           "bipolar_name", "check_eeg_count", "check_file", "classify_channel",
+           "classify_channels", "clip_events", "file_subject", "finalize", "label_problems",
+           "list_files", "raw_to_recording", "read_edf", "read_edf_header", "read_file",
+           "stim_events", "_read_raw"]
 
 log = get_logger("readers")
 
@@ -182,164 +190,6 @@ def classify_channels(names: Sequence[str], mne_types: Sequence[str] | None = No
         seen[cn] = str(raw)
     return out_names, out_types, unknowns
 
-
-# ----------------------------------------------------------------------------- EDF header
-@dataclass
-class EdfHeader:
-    """The fixed-size header of an EDF/EDF+/BDF file (read without touching the samples)."""
-
-    path: Path
-    kind: str
-    start: datetime | None
-    header_bytes: int
-    n_records: int
-    record_duration: float
-    labels: list[str]
-    physical_dims: list[str]
-    samples_per_record: list[int]
-    file_bytes: int
-
-    @property
-    def bytes_per_sample(self) -> int:
-        return 3 if self.kind == "BDF" else 2
-
-    @property
-    def signal_idx(self) -> list[int]:
-        """Indices of data signals (EDF+/BDF+ annotation signals left out)."""
-        return [i for i, lab in enumerate(self.labels)
-                if lab.strip() not in ("EDF Annotations", "BDF Annotations")]
-
-    @property
-    def sfreqs(self) -> list[float]:
-        """Sampling rate of each data signal."""
-        d = self.record_duration if self.record_duration > 0 else 1.0
-        return [self.samples_per_record[i] / d for i in self.signal_idx]
-
-    @property
-    def record_bytes(self) -> int:
-        return sum(self.samples_per_record) * self.bytes_per_sample
-
-    @property
-    def expected_bytes(self) -> int:
-        return self.header_bytes + max(self.n_records, 0) * self.record_bytes
-
-    @property
-    def duration(self) -> float:
-        return max(self.n_records, 0) * self.record_duration
-
-    def check_complete(self) -> None:
-        """Raise ``ValueError`` when the file is shorter than its header declares."""
-        if self.n_records >= 0 and self.file_bytes < self.expected_bytes:
-            complete = (self.file_bytes - self.header_bytes) // max(self.record_bytes, 1)
-            raise ValueError(
-                f"{self.path}: truncated {self.kind} file: the header declares {self.n_records} "
-                f"data records of {self.record_bytes} bytes ({self.expected_bytes} bytes in all) "
-                f"but the file has {self.file_bytes} bytes ({complete} complete records).")
-
-
-def _field(raw: bytes, a: int, b: int) -> str:
-    return raw[a:b].decode("latin-1").strip()
-
-
-def read_edf_header(path: str | Path) -> EdfHeader:
-    """Parse the header of an EDF, EDF+ or BDF file; ``ValueError`` naming the file if invalid."""
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(256)
-        if len(head) < 256:
-            raise ValueError(f"{path}: not an EDF/BDF file: {len(head)} bytes, shorter than the "
-                             "256-byte header.")
-        try:
-            if head[:8] == b"\xffBIOSEMI":
-                kind = "BDF"
-            elif _field(head, 0, 8) == "0":
-                kind = "EDF"
-            else:
-                raise ValueError(f"version field {head[:8]!r}")
-            reserved = _field(head, 192, 236)
-            if reserved.startswith("EDF+"):
-                kind = reserved[:5]
-            header_bytes = int(_field(head, 184, 192))
-            n_records = int(_field(head, 236, 244))
-            record_duration = float(_field(head, 244, 252))
-            ns = int(_field(head, 252, 256))
-        except ValueError as e:
-            raise ValueError(f"{path}: not a valid EDF/BDF header ({e}).") from e
-        if ns <= 0 or header_bytes != 256 * (ns + 1):
-            raise ValueError(f"{path}: corrupt EDF/BDF header: {ns} signals but a header of "
-                             f"{header_bytes} bytes (expected {256 * (ns + 1)}).")
-        sig = f.read(256 * ns)
-    if len(sig) < 256 * ns:
-        raise ValueError(f"{path}: truncated EDF/BDF header ({256 + len(sig)} of {header_bytes} "
-                         "bytes).")
-
-    def col(offset: int, width: int) -> list[str]:
-        base = offset * ns
-        return [_field(sig, base + i * width, base + (i + 1) * width) for i in range(ns)]
-
-    labels = col(0, 16)
-    dims = col(16 + 80, 8)
-    try:
-        spr = [int(v) for v in col(16 + 80 + 8 + 8 * 4 + 80, 8)]
-    except ValueError as e:
-        raise ValueError(f"{path}: corrupt EDF/BDF header: samples per record ({e}).") from e
-    start = None
-    try:
-        start = datetime.strptime(_field(head, 168, 184), "%d.%m.%y%H.%M.%S")
-    except ValueError:
-        pass
-    return EdfHeader(path, kind, start, header_bytes, n_records, record_duration, labels, dims,
-                     spr, size)
-
-
-def _read_raw(path: Path, **kwargs):
-    import mne
-
-    try:
-        return mne.io.read_raw(path, preload=True, verbose="error", **kwargs)
-    except Exception as e:  # MNE raises many types for a damaged file
-        raise ValueError(f"{path}: MNE cannot read this file ({type(e).__name__}: {e}).") from e
-
-
-def read_edf(path: str | Path, *, mixed_rates: str = "drop", exclude: Iterable[str] = ()
-             ) -> tuple[Any, list[dict]]:
-    """Read an EDF/BDF file with MNE after checking that it is complete.
-
-    Parameters
-    ----------
-    mixed_rates : {"drop", "resample", "raise"}
-        What to do when signals inside the file have different rates (Sleep-EDF stores EEG at
-        100 Hz and respiration/temperature at 1 Hz): ``drop`` keeps the channels at the highest
-        rate and lists the others in the returned ``dropped``; ``resample`` lets MNE
-        interpolate the slow channels up to the highest rate; ``raise`` refuses the file.
-
-    Returns
-    -------
-    raw : mne.io.Raw (preloaded)
-    dropped : list of dict (``name``, ``reason``)
-    """
-    check_option("mixed_rates", mixed_rates, ("drop", "resample", "raise"))
-    path = Path(path)
-    hdr = read_edf_header(path)
-    hdr.check_complete()
-    exclude = list(exclude)
-    dropped = [{"name": n, "reason": "excluded by the reader"} for n in exclude]
-    rates = dict(zip([hdr.labels[i] for i in hdr.signal_idx], hdr.sfreqs))
-    if len(set(rates.values())) > 1:
-        top = max(rates.values())
-        slow = {n: r for n, r in rates.items() if r != top}
-        if mixed_rates == "raise":
-            raise ValueError(f"{path}: channels have different sampling rates: {slow} Hz besides "
-                             f"{top} Hz; pass mixed_rates='drop' or 'resample'.")
-        if mixed_rates == "drop":
-            log.info("%s: dropping %d channels recorded below %g Hz: %s", path.name, len(slow),
-                     top, sorted(slow))
-            exclude += list(slow)
-            dropped += [{"name": n, "reason": f"sampled at {r:g} Hz, not {top:g} Hz"}
-                        for n, r in slow.items()]
-    raw = _read_raw(path, exclude=exclude) if exclude else _read_raw(path)
-    return raw, dropped
 
 
 # ----------------------------------------------------------------------------- Raw -> Recording
@@ -533,33 +383,24 @@ def file_subject(file: str | Path) -> str | None:
     return _bids_entity(name, "sub") or name.split(".")[0]
 
 
-def _load_labels(labels: str | Path | pd.DataFrame) -> pd.DataFrame:
-    if isinstance(labels, pd.DataFrame):
-        table = labels.copy()
-    else:
-        p = Path(labels)
-        sep = "\t" if p.suffix.lower() in (".tsv", ".tab") else ","
-        try:
-            table = pd.read_csv(p, sep=sep)
-        except Exception as e:
-            raise ValueError(f"{p}: cannot read the labels table ({e}).") from e
-    if "file" not in table.columns or "label" not in table.columns:
-        raise ValueError(f"labels table needs the columns 'file' and 'label'; it has "
-                         f"{list(table.columns)}.")
-    return table
+def _duration(file: Path) -> float:
+    import mne
+
+    if file.suffix.lower() in (".edf", ".bdf"):
+        return read_edf_header(file).duration
+    raw = mne.io.read_raw(file, preload=False, verbose="error")
+    return raw.n_times / raw.info["sfreq"]
 
 
-def _rows_for(table: pd.DataFrame, file: Path) -> pd.DataFrame:
-    keys = table["file"].astype(str)
-    stem = file.name.split(".")[0]
-    posix = file.as_posix()
-
-    def match(k: str) -> bool:
-        k = k.replace("\\", "/").lstrip("./")
-        return k in (file.name, stem) or ("/" in k and posix.endswith("/" + k))
-
-    hit = keys.map(match)
-    return table[hit.to_numpy()]
+def label_problems(path: str | Path, *, labels: str | Path | pd.DataFrame | None = None,
+                   durations: bool = True, files: list[Path] | None = None,
+                   **options: Any) -> list[tuple[str, str]]:
+    """``(file, message)`` for every labels-table row that names no file under ``path`` and,
+    with ``durations``, every file whose table events lie outside the recording."""
+    if labels is None:
+        return []
+    files = files if files is not None else list_files(path, **options)
+    return table_problems(path, labels, files, _duration if durations else None)
 
 
 def read_file(file: str | Path, *, labels: str | Path | pd.DataFrame | None = None,
@@ -573,7 +414,9 @@ def read_file(file: str | Path, *, labels: str | Path | pd.DataFrame | None = No
     Parameters
     ----------
     labels : path or DataFrame, optional
-        Labels table (see ``INFO.layout``). A file without a row in the table is an error.
+        Labels table (see ``INFO.layout``). A file without a row in the table is an error;
+        events outside the recording are logged and listed in ``meta["label_problems"]``
+        (rows naming no file: :func:`label_problems`).
     event_labels : dict, optional
         Annotation description -> class id (others get -1), e.g. ``{"square": 0, "rt": 1}``.
     subject, session : str, optional
@@ -588,21 +431,12 @@ def read_file(file: str | Path, *, labels: str | Path | pd.DataFrame | None = No
         raw, dropped = read_edf(file, mixed_rates=mixed_rates)
     else:
         raw, dropped = _read_raw(file), []
-    rec_label, events = None, None
+    rec_label, events, problems = None, None, []
     if labels is not None:
-        rows = _rows_for(_load_labels(labels), file)
-        if rows.empty:
-            raise ValueError(f"{file}: no row for this file in the labels table.")
-        if "onset" in rows.columns:
-            dur = rows["duration"] if "duration" in rows.columns else 0.0
-            desc = (rows["description"].astype(str).tolist() if "description" in rows.columns
-                    else None)
-            events = make_events(rows["onset"], dur, rows["label"], desc)
-        else:
-            if len(rows) != 1:
-                raise ValueError(f"{file}: {len(rows)} rows in the labels table, expected one "
-                                 "recording label.")
-            rec_label = int(rows["label"].iloc[0])
+        rec_label, events, problems = label_rows(load_labels(labels), file,
+                                                 raw.n_times / raw.info["sfreq"])
+        for m in problems:
+            log.warning("%s: %s", file, m)
     if events is None and len(raw.annotations):
         events = annotations_to_events(raw, event_labels)
     stem = file.name.split(".")[0]
@@ -610,7 +444,8 @@ def read_file(file: str | Path, *, labels: str | Path | pd.DataFrame | None = No
         raw, dataset=dataset, subject=subject or file_subject(file) or stem,
         session=session or _bids_entity(file.name, "ses") or "0", recording=stem, source=file,
         events=events, label=rec_label, label_names=label_names, unknown=unknown,
-        dropped=dropped, meta={"format": file.suffix.lower().lstrip(".")})
+        dropped=dropped, meta={"format": file.suffix.lower().lstrip("."),
+                               "label_problems": problems})
     return finalize([rec], nonfinite=nonfinite, flat=flat)
 
 
@@ -629,3 +464,4 @@ def check_file(file: str | Path, **options: Any) -> str:
     except Exception as e:
         raise ValueError(f"{file}: MNE cannot read this file ({type(e).__name__}: {e}).") from e
     return f"{len(raw.ch_names)} channels, {raw.info['sfreq']:g} Hz, {raw.times[-1]:g} s"
+
