@@ -54,8 +54,11 @@ def _example(name, seed=0):
     sig = inspect.signature(create_model.__globals__["_MODELS"][name])
     kw = {"n_outputs": 3} if "n_outputs" in sig.parameters else {}
     model = create_model(name, "tiny", **kw).eval()
-    c = getattr(model, "n_chans", 4)
-    t = getattr(model, "example_n_times", 256)
+    c = getattr(model, "n_chans", None) or 4
+    # patch models (patch_len on the model or its encoder): a whole number of patches
+    patch = getattr(model, "patch_len", None) or getattr(getattr(model, "encoder", None),
+                                                         "patch_len", None)
+    t = 4 * patch if patch else 256
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, c, t, generator=g)
     return model, {"x": x, "ch_ids": torch.arange(c).expand(2, c).clone(),

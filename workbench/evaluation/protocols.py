@@ -30,7 +30,7 @@ from ..data.splits import (
 )
 from ..utils import check_option
 
-__all__ = ["PROTOCOLS", "Protocol", "make_splits", "recording_confound"]
+__all__ = ["PROTOCOLS", "Protocol", "make_splits"]
 
 PROTOCOLS = ("within_subject", "subject_kfold", "loso", "fixed", "cross_dataset")
 
@@ -126,29 +126,3 @@ def make_splits(protocol: Protocol, index: pd.DataFrame, n_times: int, *, seed: 
         raise ValueError("Protocol 'cross_dataset' splits across stores: use the drivers "
                          "(workbench.experiments.finetune with train_stores).")
     return splits[:p.max_folds] if p.max_folds else splits
-
-
-def recording_confound(index: pd.DataFrame, split: Split) -> tuple[bool, str]:
-    """Whether ``split`` can only measure recording identity.
-
-    True when every test window's recording also gives training windows and each such
-    recording holds a single label: a classifier then passes by recognising the recording
-    (electrode impedances, drifts, the session) rather than the class. eegmat is the common
-    case: each class of each subject is one file, so any within-subject split trains and tests
-    on pieces of the same two recordings. Returns ``(confounded, reason)``.
-    """
-    if not len(split.test) or not len(split.train):
-        return False, ""
-    cols = [c for c in ("dataset", "subject", "session", "recording") if c in index]
-    rec = index[cols].astype(str).agg("/".join, axis=1).to_numpy()
-    labels = index["label"].to_numpy()
-    test_recs = set(rec[split.test])
-    shared = test_recs & set(rec[split.train])
-    if not shared or shared != test_recs:
-        return False, ""
-    per_rec = pd.Series(labels).groupby(rec).nunique()
-    if (per_rec.loc[sorted(shared)] > 1).any():
-        return False, ""
-    return True, (f"each of the {len(shared)} test recordings holds one label and also gives "
-                  "training windows: this split can only measure recording identity; use a "
-                  "cross-subject protocol (subject_kfold, loso or fixed)")

@@ -27,8 +27,9 @@ from ..config import Profile
 from ..data.datasets import ConcatDataset, WindowDataset, make_loader
 from ..data.splits import Split, subject_keys
 from ..data.store import WindowStore
+from ..evaluation.honesty import recording_confound
 from ..evaluation.metrics import aggregate, classification_metrics
-from ..evaluation.protocols import Protocol, make_splits, recording_confound
+from ..evaluation.protocols import Protocol, make_splits
 from ..methods import MODES, Method, get_method
 from ..runs import RunFolder, RunLayout
 from ..training import Trainer, ensemble_predict_proba, predict_proba
@@ -186,10 +187,10 @@ def finetune(method: str | Method, store: WindowStore, *,
         for sp, train_ds, val_ds, test_ds, index in _folds(protocol, store, train_stores, vocab,
                                                           channels, seed, subj):
             fold = _fold_name(sp)
-            confounded, reason = recording_confound(index, sp) if not train_stores else (False,
-                                                                                          "")
+            verdict = None if train_stores else recording_confound(index, sp.train, sp.test)
+            confounded = bool(verdict)
             if confounded:
-                log.warning("%s %s: %s.", store.dataset, fold, reason)
+                log.warning("%s %s: %s", store.dataset, fold, verdict.reason)
             n_classes = store.n_classes
             probs, y, idx = ctx.run_fold(sp, train_ds, val_ds, test_ds, n_classes, seed,
                                          run.path / f"seed{seed}" / fold, store)

@@ -90,6 +90,7 @@ class Method:
     window_s: float = 2.0
     overlap_s: float = 0.0
     scale: str | None = "microvolts"
+    sfreq: float | None = None  # None keeps each dataset's native rate
     #: Preprocessing recipe for real data (see :mod:`workbench.data.preprocess`).
     recipe: str = "minimal"
     #: Default downstream adaptation mode (one of :data:`MODES`).
@@ -119,6 +120,7 @@ class Method:
         from ..data.corpus import is_synthetic, load_store
 
         recipe = None if is_synthetic(dataset) else (recipe or self.recipe)
+        kwargs.setdefault("sfreq", self.sfreq)
         return load_store(dataset, profile=profile, data_path=data_path or None,
                           window_s=self.window_s, overlap_s=self.overlap_s, scale=self.scale,
                           recipe=recipe, seed=0, **kwargs)
