@@ -23,8 +23,13 @@ from workbench.models.eegm2 import EEGM2, EEGM2_VARIANTS, eegm2_variant
 from workbench.models.layers.ssm import Mamba1, Mamba2
 from workbench.objectives import ReconstructionObjective, percentile_scale, reconstruction_loss
 
-VARIANTS = ["eegm2", "eegm2_light", "eegm2_s1", "eegm2_s2", "eegm2_s3", "eegm2_s4", "eegm2_s5"]
-RECON_VARIANTS = [v for v in VARIANTS if v != "eegm2_light"]
+VARIANTS = ["eegm2", "light", "s1", "s2", "s3", "s4", "s5"]  # keys of EEGM2_VARIANTS
+RECON_VARIANTS = [v for v in VARIANTS if v != "light"]
+
+
+def variant_model(name: str, preset: str = "tiny", **kw):
+    """The EEGM2 of one ablation variant: plain keyword arguments of the one registered model."""
+    return create_model("eegm2", preset, **{**EEGM2_VARIANTS[name]["model"], **kw})
 
 
 
@@ -50,7 +55,7 @@ def test_paper_preset_parameter_count():
 
 
 def test_light_parameter_count_and_encoder_subset():
-    light = create_model("eegm2_light", "paper", n_chans=16)
+    light = variant_model("light", "paper", n_chans=16)
     n = n_params(light)
     print(f"EEGM2 (Light), 16 channels: {n:,} parameters (published ~0.25 M)")
     assert abs(n - 250_000) / 250_000 <= 0.05
@@ -67,20 +72,21 @@ def test_paper_blocks_are_the_published_mamba2():
 
 
 def test_registry_and_variant_table():
-    assert set(VARIANTS) <= set(list_models())
+    # one registered model; the ablations are its keyword arguments, not alias models
+    assert "eegm2" in list_models() and not any(n.startswith("eegm2_") for n in list_models())
     assert eegm2_variant("s2")[1] == {"l1_weight": 1.0, "spectral_weight": 0.0}
     assert eegm2_variant("eegm2")[1]["spectral_weight"] == 1.0
-    s3 = create_model("eegm2", "tiny", variant="s3")
+    s3 = variant_model("s3")
     assert any(isinstance(m, Mamba1) for m in s3.modules())
     assert not any(isinstance(m, Mamba2) for m in s3.modules())
-    s4 = create_model("eegm2_s4", "tiny")
+    s4 = variant_model("s4")
     assert isinstance(s4.input_embedding, torch.nn.Conv1d) and s4.block == "mamba1"
-    s5 = create_model("eegm2_s5", "tiny")
+    s5 = variant_model("s5")
     assert any(isinstance(m, torch.nn.MultiheadAttention) for m in s5.modules())
-    # an explicit argument wins over the variant
-    assert create_model("eegm2", "tiny", variant="s3", block="mamba2").block == "mamba2"
+    with pytest.raises(ValueError, match="block"):
+        create_model("eegm2", "tiny", block="s9")
     with pytest.raises(ValueError, match="variant"):
-        create_model("eegm2", "tiny", variant="s9")
+        eegm2_variant("s9")
     assert set(EEGM2_VARIANTS) == {"eegm2", "s1", "s2", "s3", "s4", "s5", "light"}
 
 
@@ -89,14 +95,14 @@ def test_registry_and_variant_table():
 @pytest.mark.parametrize("T", [5, 37, 64, 101])
 def test_forward_shapes_on_any_length(name, T):
     torch.manual_seed(0)
-    model = create_model(name, "tiny", n_chans=5).eval()
+    model = variant_model(name, n_chans=5).eval()
     x = torch.randn(2, 5, T)
     with torch.no_grad():
         out = model(x, ch_ids=None, rate_id=None, ch_mask=None)
     n_tok = math.ceil(T / 8)
     assert out["tokens"].shape == (2, n_tok, 64)
     assert out["embedding"].shape == (2, 64)
-    if name == "eegm2_light":
+    if name == "light":
         assert "recon" not in out
     else:
         assert out["recon"].shape == x.shape
@@ -111,7 +117,7 @@ def test_wrong_channel_count_is_an_error():
 @pytest.mark.parametrize("name", VARIANTS)
 def test_every_parameter_gets_a_gradient(name):
     torch.manual_seed(1)
-    model = create_model(name, "tiny", n_chans=4, n_outputs=3)
+    model = variant_model(name, n_chans=4, n_outputs=3)
     out = model(eeg_batch())
     loss = out["logits"].square().sum() + out["embedding"].square().sum()
     if "recon" in out:
@@ -123,12 +129,12 @@ def test_every_parameter_gets_a_gradient(name):
 
 
 @pytest.mark.parametrize("name", [
-    v if v in ("eegm2", "eegm2_s5") else pytest.param(v, marks=pytest.mark.slow)
+    v if v in ("eegm2", "s5") else pytest.param(v, marks=pytest.mark.slow)
     for v in RECON_VARIANTS])  # S1-S4 share these code paths (Mamba-1 in S3/S4): slow marker
 def test_overfits_one_batch(name):
     torch.manual_seed(0)
-    model = create_model(name, "tiny", n_chans=4)
-    objective = ReconstructionObjective(**eegm2_variant(model.variant or "eegm2")[1])
+    model = variant_model(name, n_chans=4)
+    objective = ReconstructionObjective(**eegm2_variant(name)[1])
     batch = {"x": eeg_batch()}
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
@@ -194,7 +200,7 @@ def test_objective_calls_the_model_and_logs_terms():
     assert loss.item() == pytest.approx((recon - batch["x"]).abs().mean().item(), rel=1e-5)
     assert set(logs) == {"loss", "l1", "spectral"} and logs["spectral"] > 0
     with pytest.raises(KeyError, match="recon"):
-        ReconstructionObjective()(create_model("eegm2_light", "tiny", n_chans=4), batch)
+        ReconstructionObjective()(variant_model("light", n_chans=4), batch)
     with pytest.raises(ValueError, match="at least"):
         ReconstructionObjective(0.0, 0.0)
 
@@ -285,3 +291,53 @@ def test_measure_efficiency_table_and_linear_memory():
     assert set(df.columns) >= {"seconds_per_call", "samples_per_ms", "peak_memory_bytes"}
     ratio = df["peak_memory_bytes"].iloc[1] / df["peak_memory_bytes"].iloc[0]
     assert 3 < ratio < 10  # 8x longer input: linear growth, plus constants
+
+
+def _adapter_case(tmp_path, adapt: bool):
+    from workbench import experiments
+    from workbench.config import get_profile
+    from workbench.methods import get_method
+
+    prof = get_profile("smoke", pretrain_epochs=1, finetune_epochs=1, max_steps_per_epoch=2,
+                       synthetic_subjects=2, synthetic_sessions=1, synthetic_trials=4,
+                       synthetic_trial_s=4.0)
+    m = get_method("eegm2")
+    deap = m.load_store("syn_deap", profile=prof, cache_dir=tmp_path / "cache")  # 32 channels
+    dreamer = m.load_store("syn_dreamer", profile=prof, cache_dir=tmp_path / "cache")  # 14
+    pre = experiments.pretrain(m, [deap], run_dir=tmp_path, profile=prof, seed=0)
+    old = m.channel_adapter
+    m.channel_adapter = adapt
+    try:
+        return experiments.finetune(m, dreamer, run_dir=tmp_path, profile=prof, mode="full",
+                                    pretrained=pre.out_dir, seeds=[0])
+    finally:
+        m.channel_adapter = old
+
+
+@pytest.mark.slow
+def test_finetune_on_another_layout_through_the_channel_adapter(tmp_path):
+    res = _adapter_case(tmp_path, adapt=True)
+    assert len(res.results) == 2 and res.results["balanced_accuracy"].between(0, 1).all()
+    from workbench import experiments
+
+    model = experiments.finetuned_model(res.fold_dir(0, res.results["fold"].iloc[0]))
+    assert model.adapter.n_in == 14 and model.adapter.n_out == 32
+
+
+@pytest.mark.slow
+def test_another_layout_without_adapter_is_an_actionable_error(tmp_path):
+    with pytest.raises(ValueError, match="pre-trained on 32 channels.*syn_dreamer has 14.*"
+                                         "channel_adapter"):
+        _adapter_case(tmp_path, adapt=False)
+
+
+def test_adapter_starts_by_copying_shared_channels():
+    from workbench.models.layers.heads import ChannelAdapter
+
+    torch.manual_seed(0)
+    a = ChannelAdapter.from_names(["Cz", "Fz", "Pz"], ["Fz", "Cz", "Oz"])
+    x = torch.randn(2, 3, 16)
+    y = a(x)
+    torch.testing.assert_close(y[:, 0], x[:, 1])
+    torch.testing.assert_close(y[:, 1], x[:, 0])
+    torch.testing.assert_close(y[:, 2], x.mean(1))

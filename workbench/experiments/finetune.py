@@ -187,7 +187,8 @@ def finetune(method: str | Method, store: WindowStore, *,
         for sp, train_ds, val_ds, test_ds, index in _folds(protocol, store, train_stores, vocab,
                                                           channels, seed, subj):
             fold = _fold_name(sp)
-            verdict = None if train_stores else recording_confound(index, sp.train, sp.test)
+            verdict = (None if train_stores else
+                       recording_confound(index, np.concatenate([sp.train, sp.val]), sp.test))
             confounded = bool(verdict)
             if confounded:
                 log.warning("%s %s: %s", store.dataset, fold, verdict.reason)

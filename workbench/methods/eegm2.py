@@ -24,6 +24,7 @@ from ..data.store import WindowStore
 from ..evaluation.probes import HookFeatures, channel_statistics
 from ..models import create_model
 from ..models.eegm2 import EEGM2_VARIANTS
+from ..models.layers.heads import ChannelAdapter
 from ..objectives.reconstruction import ReconstructionObjective
 from .base import Method, PaperResult, Variant, register_method, variant_table
 
@@ -92,6 +93,8 @@ class EEGM2Method(Method):
     def build_pretrain(self, variant, preset, vocab, stores):
         kw = self._model_kw(variant, self._n_chans(stores))
         model = create_model("eegm2", preset, **kw)
+        with torch.no_grad():  # the input layout travels with the weights
+            model.input_ch_ids.copy_(torch.as_tensor(vocab.ids(stores[0].ch_names)))
         spec = {"name": "eegm2", "preset": preset, "overrides": kw}
         return model, spec, ReconstructionObjective(**self.variant(variant).objective)
 
@@ -105,21 +108,53 @@ class EEGM2Method(Method):
                            num_workers=profile.num_workers, keep_top_k=1)
 
     # ------------------------------------------------------------------ fine-tuning
+    #: Fine-tune on a dataset of another channel layout than the pre-training through a
+    #: learnable 1x1-convolution channel adapter (False: refuse with an actionable error).
+    channel_adapter: bool = True
+
+    def _pretrained_layout(self, state, vocab, store) -> list[str] | None:
+        """The pre-training channels in input order when they differ from ``store``'s."""
+        ids = state.get("input_ch_ids")
+        first = next(v for k, v in state.items() if k.startswith("input_embedding."))
+        n_pre = first.shape[1]  # (out, C, kernel) of the first input convolution
+        if ids is not None and int(ids.min()) >= 0:
+            names = [vocab.names[int(i)] for i in ids]
+        elif n_pre == len(store.ch_names):
+            return None  # an older checkpoint without its layout: same count, same order
+        else:
+            names = [f"#{i}" for i in range(n_pre)]
+        known = all(c in vocab for c in store.ch_names)
+        if known and names == [vocab.names[i] for i in vocab.ids(store.ch_names)]:
+            return None  # the same channels in the same order
+        if not self.channel_adapter:
+            raise ValueError(
+                f"EEGM2 was pre-trained on {len(names)} channels ({', '.join(names[:6])}...) but "
+                f"{store.dataset} has {len(store.ch_names)} ({', '.join(store.ch_names[:6])}...): "
+                "EEGM2 models one channel layout. Pre-train on data with these channels, or set "
+                "channel_adapter=True on the method to learn a 1x1-convolution adapter.")
+        return names
+
     def build_classifier(self, variant, preset, store, vocab, n_classes, pretrained_state,
                          head="default"):
         v = self.variant(variant)
         head_kind = "mlp" if head == "default" else head
+        layout = (None if pretrained_state is None else
+                  self._pretrained_layout(pretrained_state, vocab, store))
         # The classifier reads the mediator's tokens: no decoder (its weights stay unused)
-        kw = {**self._model_kw(variant, len(store.ch_names)), "n_outputs": n_classes,
+        kw = {**self._model_kw(variant, len(layout or store.ch_names)), "n_outputs": n_classes,
               "head": head_kind, "decoder": False}
+        if layout is not None:
+            kw["in_chans"] = len(store.ch_names)
         full = create_model("eegm2", preset, **kw)
         if pretrained_state is not None:
             missing, unexpected = full.load_state_dict(pretrained_state, strict=False)
-            bad = [k for k in missing if not k.startswith("head.")]
+            bad = [k for k in missing if not k.startswith(("head.", "adapter."))]
             unexpected = [k for k in unexpected if not k.startswith(_DECODER)]
             if bad or unexpected:
                 raise ValueError(f"Pre-trained EEGM2 weights do not fit variant {variant!r}: "
                                  f"missing {bad}, unexpected {list(unexpected)}.")
+        if layout is not None:  # start by copying the channels both layouts share
+            full.adapter = ChannelAdapter.from_names(store.ch_names, layout)
         if v.classifier.get("encoder_only"):
             head_module = full.head
             full = full.to_light()
@@ -131,8 +166,9 @@ class EEGM2Method(Method):
         return "balanced_accuracy"  # the paper reports balanced accuracy
 
     def encoder_parameter_names(self, model):
-        """Everything but the head: EEGM2 fine-tunes the whole pre-trained network."""
-        return [n for n, _ in model.named_parameters() if not n.startswith("head.")]
+        """Everything but the head and the channel adapter (new layers)."""
+        return [n for n, _ in model.named_parameters()
+                if not n.startswith(("head.", "adapter."))]
 
     def finetune_config(self, profile: Profile, store: WindowStore,
                         mode: str = "full") -> TrainConfig:

@@ -45,6 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from workbench.models.layers.heads import ChannelAdapter
 from workbench.models.layers.ssm import Mamba1, Mamba2
 from workbench.models.registry import register_model
 from workbench.utils import check_option
@@ -166,6 +167,9 @@ class EEGM2(nn.Module):
         Transformer block settings (S5: 4 heads, dropout 0.1).
     n_outputs : int, optional
         When given, a head on the pooled embedding returns ``logits`` (fine-tuning).
+    in_chans : int, optional
+        Input channels of a dataset whose layout differs from the ``n_chans`` the model was
+        pre-trained on: a learnable 1x1 convolution (``adapter``) maps them first.
     head : {"mlp", "linear"}
         That head: an MLP with one hidden layer of ``head_hidden`` units, or one Linear layer.
     head_hidden : int
@@ -196,7 +200,7 @@ class EEGM2(nn.Module):
                  encoder_only: bool = False, decoder: bool = True, attn_heads: int = 4,
                  attn_dropout: float = 0.1,
                  n_outputs: int | None = None, head: str = "mlp", head_hidden: int = 64,
-                 backend: str = "auto", n_times: int | None = None,
+                 in_chans: int | None = None, backend: str = "auto", n_times: int | None = None,
                  sfreq: float | None = None) -> None:
         super().__init__()
         check_option("block", block, BLOCKS)
@@ -208,11 +212,17 @@ class EEGM2(nn.Module):
         self.n_chans, self.widths, self.block = n_chans, (w1, w2, w3), block
         self.multiscale, self.encoder_only = multiscale, encoder_only
         self.decoder = decoder and not encoder_only
+        # Which channels the input rows are (ids into the run's ChannelVocabulary, -1 unknown):
+        # saved with the weights, so a classifier knows the pre-training layout.
+        self.register_buffer("input_ch_ids", torch.full((n_chans,), -1, dtype=torch.int64))
+        # A dataset of another layout: a learnable 1x1 convolution to the n_chans inputs.
+        self.adapter = ChannelAdapter(in_chans, n_chans) if in_chans is not None else None
         self.n_times, self.sfreq = n_times, sfreq
         self._config = dict(n_chans=n_chans, widths=(w1, w2, w3), d_state=d_state,
                             d_conv=d_conv, expand=expand, headdim=headdim,
                             chunk_size=chunk_size, block=block, multiscale=multiscale,
-                            attn_heads=attn_heads, attn_dropout=attn_dropout, backend=backend)
+                            attn_heads=attn_heads, attn_dropout=attn_dropout, backend=backend,
+                            in_chans=in_chans)
         blk = dict(block=block, d_state=d_state, d_conv=d_conv, expand=expand, headdim=headdim,
                    chunk_size=chunk_size, attn_heads=attn_heads, attn_dropout=attn_dropout,
                    backend=backend)
@@ -250,14 +260,19 @@ class EEGM2(nn.Module):
         x3 = self.encoder3(self.pool(x2))  # (B, w3, T/4)
         return x1, x2, x3, self.pool(x3)  # last: (B, w3, T/8)
 
-    def forward(self, x: Tensor, **unused: Any) -> dict[str, Tensor]:
+    def forward(self, x: Tensor, ch_mask: Tensor | None = None, **unused: Any
+                ) -> dict[str, Tensor]:
         """``x`` (B, C, T) -> dict with ``recon``, ``tokens``, ``embedding`` (and ``logits``).
 
-        Other batch entries (``ch_ids``, ``rate_id``, ``ch_mask``) are accepted and ignored.
+        Other batch entries (``ch_ids``, ``rate_id``) are accepted and ignored; ``ch_mask``
+        zeroes padding channels before the channel adapter.
         """
-        if x.dim() != 3 or x.shape[1] != self.n_chans:
-            raise ValueError(f"Invalid input shape for EEGM2: expected (batch, {self.n_chans}, "
+        n_in = self.adapter.n_in if self.adapter is not None else self.n_chans
+        if x.dim() != 3 or x.shape[1] != n_in:
+            raise ValueError(f"Invalid input shape for EEGM2: expected (batch, {n_in}, "
                              f"time), got {tuple(x.shape)}.")
+        if self.adapter is not None:
+            x = self.adapter(x, ch_mask)  # (B, n_chans, T)
         T = x.shape[-1]
         pad = (-T) % 2 ** self.n_stages
         if pad:
