@@ -58,7 +58,7 @@ _PAPER: dict[str, Any] = dict(
     conv_stride=4, chpe_kernels=(3, 7), dropout=0.0,
 )
 _TINY: dict[str, Any] = dict(
-    patch_len=200, d_model=32, n_layers=2, n_heads=4, expert_hidden=32, n_experts=4, top_k=2,
+    patch_len=200, d_model=32, n_layers=2, n_heads=2, expert_hidden=32, n_experts=4, top_k=2,
     n_shared=1, n_queries=4, tf_heads=2, conv_kernels=(3, 7, 15), conv_filters=4,
     conv_stride=8, chpe_kernels=(3, 7), dropout=0.0,
 )
@@ -336,7 +336,10 @@ class TraceModel(nn.Module):
 
     Notes
     -----
-    ``forward`` returns the encoder outputs plus ``forecast``: ``{h: (B, C, N, h, P)}``.
+    ``forward`` returns the encoder outputs plus ``forecast``: ``{h: (B, C, N - h, h, P)}``,
+    the forecasts of patches ``t+1 .. t+h`` from the steps ``t = 0 .. N-h-1`` whose targets lie
+    inside the window (horizons ``h >= N`` are left out). :meth:`forecast` applies the heads to
+    any tokens, e.g. the last step's, to forecast beyond the window.
 
     References
     ----------
@@ -362,7 +365,12 @@ class TraceModel(nn.Module):
     def forward(self, x: Tensor, ch_ids: Tensor | None = None, rate_id: Tensor | None = None,
                 ch_mask: Tensor | None = None, **unused: Any) -> dict[str, Any]:
         out = self.encoder(x, ch_mask=ch_mask)
-        out["forecast"] = self.forecast(out["tokens"])  # {h: (B, C, N, h, P)}
+        tokens, P = out["tokens"], self.encoder.patch_len
+        N = tokens.shape[2]
+        # Only the steps whose h future patches lie inside the window (the training targets):
+        # the heads are the largest layers of a small model, this saves up to a third.
+        out["forecast"] = {h: self.heads[str(h)](tokens[:, :, : N - h]).unflatten(-1, (h, P))
+                           for h in self.horizons if h < N}  # {h: (B, C, N - h, h, P)}
         return out
 
 

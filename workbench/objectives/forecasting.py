@@ -44,7 +44,9 @@ def forecasting_loss(forecast: Mapping[int, Tensor], patches: Tensor,
     Parameters
     ----------
     forecast : mapping
-        ``{h: (B, C, N, h, P)}``, the prediction of patches ``t+1 .. t+h`` at every step ``t``.
+        ``{h: (B, C, N', h, P)}``, the prediction of patches ``t+1 .. t+h`` from steps
+        ``t = 0 .. N'-1``; ``N' >= N - h`` (extra trailing steps, which have no target, are
+        ignored).
     patches : Tensor, shape (B, C, N, P)
         The (scaled) input patches.
     ch_mask : BoolTensor, shape (B, C), optional
@@ -69,14 +71,11 @@ def forecasting_loss(forecast: Mapping[int, Tensor], patches: Tensor,
     for h, pred in sorted(forecast.items()):
         if h >= N:
             continue  # no target inside the window
-        target = forecast_targets(patches, h).float()  # (B, C, N-h, h, P)
-        err = F.huber_loss(pred[:, :, : N - h].float(), target, delta=delta, reduction="none")
-        if ch_mask is None:
-            per_h[h] = err.mean()
-        else:
-            w = ch_mask[:, :, None, None, None].to(err.dtype)  # (B, C, 1, 1, 1)
-            n = w.sum() * err[0, 0].numel()
-            per_h[h] = (err * w).sum() / n.clamp(min=1)
+        target = forecast_targets(patches, h)  # (B, C, N-h, h, P), a view
+        pred = pred[:, :, : N - h]
+        if ch_mask is not None:  # keep the real channels: (n_real, N-h, h, P)
+            pred, target = pred[ch_mask], target[ch_mask]
+        per_h[h] = F.huber_loss(pred.float(), target.float(), delta=delta)
     if not per_h:
         raise ValueError(f"forecasting_loss: windows of N={N} patches leave no target for the "
                          f"horizons {sorted(forecast)}; use windows of at least "
@@ -88,7 +87,7 @@ class ForecastingObjective(nn.Module):
     """``loss, logs = objective(model, batch)`` for Trace pre-training.
 
     Calls ``model(x, ch_ids=..., rate_id=..., ch_mask=...)``, which must return ``forecast``
-    (``{h: (B, C, N, h, P)}``), ``patches`` (B, C, N, P) and ``aux_loss``. Logs ``loss``,
+    (``{h: (B, C, N - h, h, P)}``), ``patches`` (B, C, N, P) and ``aux_loss``. Logs ``loss``,
     ``forecast``, ``balance`` (the unweighted balance loss) and ``h1``, ``h2``, ``h4`` ... (one
     per horizon; a horizon without a target in the window, ``h >= N``, is left out of the loss
     and of the logs of that batch).

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workbench.models.layers.rope import RotaryEmbedding
+from workbench.models.layers.rope import RotaryEmbedding, apply_rope
 from workbench.utils import check_option
 
 __all__ = ["CSTA", "attend", "attend_ref"]
@@ -113,12 +113,23 @@ class CSTA(nn.Module):
         fn = attend if self.impl == "fast" else attend_ref
         return fn(q, k, v, mask, causal)
 
-    def _heads(self, x: Tensor, q_proj: nn.Linear, kv_proj: nn.Linear
-               ) -> tuple[Tensor, Tensor, Tensor]:
+    def _heads(self, x: Tensor, q_proj: nn.Linear, kv_proj: nn.Linear,
+               positions: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """``x`` (M, L, d) -> q (M, h, L, e), k and v (M, h_kv, L, e); RoPE at ``positions``."""
         M, L, _ = x.shape
-        q = q_proj(x).view(M, L, self.n_heads, self.head_dim).transpose(1, 2)  # (M, h, L, e)
-        kv = kv_proj(x).view(M, L, 2, self.n_kv_heads, self.head_dim)
-        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (M, h_kv, L, e)
+        q = q_proj(x)  # (M, L, h e)
+        k, v = kv_proj(x).chunk(2, dim=-1)  # (M, L, h_kv e) each
+        if positions is not None:
+            # RoPE on the flat features: pairs (2i, 2i+1) never straddle two heads (e is even),
+            # so the per-head tables tiled over the heads rotate every head at once.
+            cos, sin = self.rope.tables(positions.to(x.device))  # (L, e / 2)
+            q = apply_rope(q.float(), cos.repeat(1, self.n_heads),
+                           sin.repeat(1, self.n_heads)).type_as(v)
+            k = apply_rope(k.float(), cos.repeat(1, self.n_kv_heads),
+                           sin.repeat(1, self.n_kv_heads)).type_as(v)
+        q = q.view(M, L, self.n_heads, self.head_dim).transpose(1, 2)  # (M, h, L, e)
+        k = k.reshape(M, L, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (M, h_kv, L, e)
+        v = v.reshape(M, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
         return q, k, v
 
     def spatial(self, x: Tensor, ch_mask: Tensor | None) -> Tensor:
@@ -135,8 +146,8 @@ class CSTA(nn.Module):
         """Causal temporal branch on ``x`` (B, N, C, d) -> (B, N, C, d)."""
         B, N, C, d = x.shape
         xt = x.transpose(1, 2).reshape(B * C, N, d)  # (B*C, N, d): one sequence per channel
-        q, k, v = self._heads(xt, self.temporal_q, self.temporal_kv)
-        q, k = self.rope(q), self.rope(k)  # positions 0..N-1
+        q, k, v = self._heads(xt, self.temporal_q, self.temporal_kv,
+                              torch.arange(N, device=x.device))  # RoPE at steps 0..N-1
         o = self._attend(q, k, v, causal=True)  # (B*C, h, N, e)
         return o.transpose(1, 2).reshape(B, C, N, d).transpose(1, 2)  # (B, N, C, d)
 
@@ -151,9 +162,8 @@ class CSTA(nn.Module):
         """
         B, C, d = x_t.shape
         s = self.spatial(x_t[:, None], ch_mask)[:, 0]  # (B, C, d)
-        q, k, v = self._heads(x_t.reshape(B * C, 1, d), self.temporal_q, self.temporal_kv)
-        positions = torch.tensor([pos], device=x_t.device)
-        q, k = self.rope(q, positions), self.rope(k, positions)
+        q, k, v = self._heads(x_t.reshape(B * C, 1, d), self.temporal_q, self.temporal_kv,
+                              torch.tensor([pos], device=x_t.device))
         if "k" in cache:
             k = torch.cat([cache["k"], k], dim=2)  # (B*C, h_kv, pos + 1, e)
             v = torch.cat([cache["v"], v], dim=2)

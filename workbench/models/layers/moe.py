@@ -174,6 +174,21 @@ class TemporalFormer(nn.Module):
         q = self.queries.view(self.n_queries, self.n_heads, self.head_dim).transpose(0, 1)
         return q * self.head_dim ** -0.5, k, v  # q: (h, Q, e), scaled
 
+    def _scores(self, x: Tensor, ch_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Scores of every token for every (head, query), ``x`` (B, [N,] C, d) ->
+        ``s`` (B, [N,] C, h, Q) (padding channels -inf) and ``v`` (B, [N,] C, h, e)."""
+        q, k, v = self._qkv(x)
+        # The queries do not depend on the input: one matrix product against a block-diagonal
+        # (h e, h Q) query matrix scores all tokens, already in the (.., C, h, Q) layout.
+        eye = torch.eye(self.n_heads, dtype=q.dtype, device=q.device)
+        qmat = torch.einsum("hqe,hg->hegq", q, eye)  # (h, e, h, Q), zero off the diagonal
+        s = k.flatten(-2) @ qmat.reshape(-1, self.n_heads * self.n_queries)  # (.., C, h*Q)
+        s = s.unflatten(-1, (self.n_heads, self.n_queries)).float()
+        if ch_mask is not None:
+            shape = (ch_mask.shape[0],) + (1,) * (s.dim() - 4) + (ch_mask.shape[1], 1, 1)
+            s = s.masked_fill(~ch_mask.view(shape), float("-inf"))
+        return s, v
+
     def _finish(self, z: Tensor) -> Tensor:
         # z (..., h, Q, e): mean over the queries, heads back to features, projection (linear,
         # so pooling before projecting equals projecting each query and pooling).
@@ -184,22 +199,27 @@ class TemporalFormer(nn.Module):
         return self._forward_fast(x, ch_mask) if self.impl == "fast" else self.forward_ref(
             x, ch_mask)
 
+    @staticmethod
+    def _partial(s: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Softmax partial sums over the channels of each step: ``s`` (.., C, h, Q), ``v``
+        (.., C, h, e) -> max ``m`` (.., h, Q), denominator ``l`` (.., h, Q), numerator ``a``
+        (.., h, Q, e), all relative to ``m``."""
+        m = s.amax(-3)  # finite: every window has a real channel
+        p = torch.exp(s - m.unsqueeze(-3))  # (.., C, h, Q)
+        a = p.movedim(-3, -1) @ v.float().movedim(-3, -2)  # (.., h, Q, C) @ (.., h, C, e)
+        return m, p.sum(-3), a
+
     def _forward_fast(self, x: Tensor, ch_mask: Tensor | None) -> Tensor:
-        B, N, C, _ = x.shape
-        q, k, v = self._qkv(x)  # k, v: (B, N, C, h, e)
-        s = torch.einsum("hqe,bnche->bhqnc", q, k).float()  # (B, h, Q, N, C)
-        if ch_mask is not None:
-            s = s.masked_fill(~ch_mask[:, None, None, None, :], float("-inf"))
-        m = s.amax(-1)  # (B, h, Q, N) per-step max (finite: every window has a real channel)
-        p = torch.exp(s - m[..., None])
-        l_step = p.sum(-1)  # (B, h, Q, N)
-        a_step = torch.einsum("bhqnc,bnche->bhqne", p, v.float())  # (B, h, Q, N, e)
+        N = x.shape[1]
+        s, v = self._scores(x, ch_mask)  # (B, N, C, h, Q), (B, N, C, h, e)
+        m, l_step, a_step = self._partial(s, v)  # (B, N, h, Q), (B, N, h, Q), (B, N, h, Q, e)
+        m, l_step = m.movedim(1, -1), l_step.movedim(1, -1)  # (B, h, Q, N): steps last
         M = torch.cummax(m, dim=-1).values  # running max over steps <= t
         tri = torch.ones(N, N, dtype=torch.bool, device=x.device).tril()  # [t, s]: s <= t
         expo = (m[..., None, :] - M[..., :, None]).masked_fill(~tri, float("-inf"))
         w = torch.exp(expo)  # (B, h, Q, N_t, N_s), <= 1 where s <= t, 0 elsewhere
         denom = (w * l_step[..., None, :]).sum(-1)  # (B, h, Q, N)
-        z = (w @ a_step) / denom[..., None]  # (B, h, Q, N, e)
+        z = (w @ a_step.permute(0, 2, 3, 1, 4)) / denom[..., None]  # (B, h, Q, N, e)
         return self._finish(z.permute(0, 3, 1, 2, 4).to(x.dtype))  # (B, N, h, Q, e) -> (B, N, d)
 
     def forward_ref(self, x: Tensor, ch_mask: Tensor | None = None) -> Tensor:
@@ -224,13 +244,7 @@ class TemporalFormer(nn.Module):
              ) -> Tensor:
         """Context of one more step ``x_t`` (B, C, d) -> (B, d), updating the online-softmax
         ``state`` (running max ``m``, denominator ``l``, numerator ``a``)."""
-        q, k, v = self._qkv(x_t)  # k, v: (B, C, h, e)
-        s = torch.einsum("hqe,bche->bhqc", q, k).float()  # (B, h, Q, C)
-        if ch_mask is not None:
-            s = s.masked_fill(~ch_mask[:, None, None, :], float("-inf"))
-        m_new = s.amax(-1)  # (B, h, Q)
-        p = torch.exp(s - m_new[..., None])
-        l_new, a_new = p.sum(-1), torch.einsum("bhqc,bche->bhqe", p, v.float())
+        m_new, l_new, a_new = self._partial(*self._scores(x_t, ch_mask))  # (B, h, Q[, e])
         if "m" in state:
             m = torch.maximum(state["m"], m_new)
             r_old, r_new = torch.exp(state["m"] - m), torch.exp(m_new - m)

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workbench.utils import check_option
@@ -81,7 +82,7 @@ class TimeFrequencyPatchEncoder(nn.Module):
                              f"samples, got {patch_len}.")
         kernels = _check_odd("conv_kernels", conv_kernels)
         self.patch_len, self.branches, self.fusion = patch_len, branches, fusion
-        self.spectral_eps = spectral_eps
+        self.spectral_eps, self.conv_stride = spectral_eps, conv_stride
         if branches in ("both", "time"):
             self.convs = nn.ModuleList(
                 nn.Conv1d(1, conv_filters, k, stride=conv_stride, padding=k // 2) for k in kernels
@@ -99,8 +100,14 @@ class TimeFrequencyPatchEncoder(nn.Module):
 
     def time_embedding(self, p: Tensor) -> Tensor:
         """Multi-scale convolution branch, ``p`` (M, patch_len) -> (M, d_model)."""
-        x = p[:, None, :]  # (M, 1, P)
-        h = torch.cat([conv(x) for conv in self.convs], dim=1)  # (M, K * F, L)
+        # The branches run as one convolution: each kernel zero-padded (centred) to the widest
+        # one gives the outputs of its own same-padded convolution, in one pass over the patches.
+        kmax = max(conv.kernel_size[0] for conv in self.convs)
+        weight = torch.cat([F.pad(conv.weight, ((kmax - conv.kernel_size[0]) // 2,) * 2)
+                            for conv in self.convs])  # (K * F, 1, kmax)
+        bias = torch.cat([conv.bias for conv in self.convs])  # (K * F,)
+        h = F.conv1d(p[:, None, :], weight, bias, stride=self.conv_stride,
+                     padding=kmax // 2)  # (M, K * F, L), branches concatenated in order
         h = self.act(self.conv_norm(h))
         return self.time_proj(h.flatten(1))  # (M, K * F * L) -> (M, d)
 
@@ -109,6 +116,11 @@ class TimeFrequencyPatchEncoder(nn.Module):
         # FFTs in half precision are inaccurate (and refused for odd lengths): float32 here.
         amp = torch.fft.rfft(p.float(), dim=-1).abs()  # (M, P // 2 + 1)
         return self.freq_proj(torch.log(amp + self.spectral_eps) * self.spectral_mask)
+
+    def time_embedding_ref(self, p: Tensor) -> Tensor:
+        """Reference twin of :meth:`time_embedding`: one convolution per branch."""
+        h = torch.cat([conv(p[:, None, :]) for conv in self.convs], dim=1)  # (M, K * F, L)
+        return self.time_proj(self.act(self.conv_norm(h)).flatten(1))
 
     def forward(self, patches: Tensor) -> Tensor:
         """``patches`` (..., patch_len) -> embeddings (..., d_model)."""
