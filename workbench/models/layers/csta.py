@@ -158,16 +158,25 @@ class CSTA(nn.Module):
     def step(self, x_t: Tensor, cache: dict[str, Tensor], pos: int,
              ch_mask: Tensor | None = None) -> Tensor:
         """One step ``x_t`` (B, C, d) at step index ``pos``; ``cache`` holds the temporal keys
-        and values of the earlier steps (``"k"``, ``"v"``: (B*C, h_kv, pos, e)) and is updated.
+        and values of the earlier steps (buffers ``"k"``, ``"v"``: (B*C, h_kv, capacity, e),
+        the first ``"n"`` filled) and is updated.
         """
         B, C, d = x_t.shape
         s = self.spatial(x_t[:, None], ch_mask)[:, 0]  # (B, C, d)
         q, k, v = self._heads(x_t.reshape(B * C, 1, d), self.temporal_q, self.temporal_kv,
                               torch.tensor([pos], device=x_t.device))
-        if "k" in cache:
-            k = torch.cat([cache["k"], k], dim=2)  # (B*C, h_kv, pos + 1, e)
-            v = torch.cat([cache["v"], v], dim=2)
-        cache["k"], cache["v"] = k, v
+        n = cache.get("n", 0)
+        if "k" not in cache or cache["k"].shape[2] == n:  # grow the buffers by doubling:
+            cap = max(8, 2 * n)  # amortised O(1) per step instead of a full copy per step
+            for name, new in (("k", k), ("v", v)):
+                buf = new.new_empty(new.shape[0], new.shape[1], cap, new.shape[3])
+                if n:
+                    buf[:, :, :n] = cache[name][:, :, :n]
+                cache[name] = buf
+        cache["k"][:, :, n] = k[:, :, 0]
+        cache["v"][:, :, n] = v[:, :, 0]
+        cache["n"] = n = n + 1
+        k, v = cache["k"][:, :, :n], cache["v"][:, :, :n]  # (B*C, h_kv, pos + 1, e)
         o = self._attend(q, k, v)  # one query sees every cached step: no mask needed
         t = o.transpose(1, 2).reshape(B, C, d)
         return self.out(torch.cat([s, t], dim=-1))
