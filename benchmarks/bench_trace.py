@@ -99,23 +99,25 @@ def bench_stream(C: int, N: int, repeats: int) -> tuple[float, float, float, flo
     return full_t, mean_t, last_t, err
 
 
+def train_step(C: int, N: int) -> Callable[[], None]:
+    """One training step of the tiny preset on a batch of 32 windows of C x N patches."""
+    torch.manual_seed(0)
+    model = create_model("trace", "tiny")
+    objective = ForecastingObjective()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batch = {"x": torch.randn(32, C, N * 200) * 30}
+
+    def step() -> None:
+        loss, _ = objective(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 def bench_tiny(sizes: list[tuple[int, int]], repeats: int) -> list[tuple[int, int, float]]:
-    rows = []
-    for C, N in sizes:
-        torch.manual_seed(0)
-        model = create_model("trace", "tiny")
-        objective = ForecastingObjective()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        batch = {"x": torch.randn(32, C, N * 200) * 30}
-
-        def step() -> None:
-            loss, _ = objective(model, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        rows.append((C, N, best_times({"s": step}, repeats)["s"]))
-    return rows
+    return [(C, N, best_times({"s": train_step(C, N)}, repeats)["s"]) for C, N in sizes]
 
 
 def main() -> None:

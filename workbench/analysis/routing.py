@@ -186,8 +186,8 @@ def mean_routing_weights(table: pd.DataFrame, n_experts: int | None = None) -> p
     sum over the decisions is divided by their number.
     """
     E = int(table["expert"].max()) + 1 if n_experts is None else int(n_experts)
-    decisions = table.groupby("dataset")[["window", "layer", "step", "channel"]].apply(
-        lambda g: len(g.drop_duplicates()))
+    decision_keys = ["dataset", "window", "layer", "step", "channel"]
+    decisions = table.drop_duplicates(decision_keys).groupby("dataset").size()
     sums = table.pivot_table(index="dataset", columns="expert", values="weight", aggfunc="sum",
                              fill_value=0.0).reindex(columns=range(E), fill_value=0.0)
     return sums.div(decisions, axis=0)
