@@ -3,7 +3,8 @@
 From the causal state at step ``t`` of every real channel, head ``h`` predicts patches
 ``t+1 .. t+h``; the loss of horizon ``h`` is the Huber loss (threshold ``delta``) averaged over
 its valid positions ``t <= N - 1 - h`` and the real channels; the forecasting loss is the mean
-over the horizons that have a valid position; ``loss = forecast + balance_weight * aux_loss``.
+over the horizons that have a valid position (**our default**: the weighting of eq. 16 is lost;
+the mean keeps the loss scale of the horizon ablations comparable); ``loss = forecast + balance_weight * aux_loss``.
 
 References
 ----------

@@ -146,7 +146,7 @@ class TemporalFormer(nn.Module):
     impl : {"fast", "ref"}
         ``"fast"``: the queries do not depend on the step, so the attention scores are computed
         once per token and the causal softmax is a prefix combination of per-step partial sums
-        (cost ``O(N C)`` instead of ``O(N^2 C)``); ``"ref"``: masked attention of ``N *
+        (cost ``O(N C + N^2)`` instead of ``O(N^2 C)``); ``"ref"``: masked attention of ``N *
         n_queries`` queries over the ``N * C`` tokens.
 
     Notes
