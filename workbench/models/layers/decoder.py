@@ -11,7 +11,7 @@ Causal masks are aligned bottom-right: with ``L`` queries and ``S >= L`` keys (a
 compute exactly what re-running the whole sequence computes.
 
 The projections are ``nn.Linear`` layers called directly (no ``nn.MultiheadAttention``), so
-LoRA adapters (peft) can wrap them.
+LoRA adapters (peft) can wrap them (``qkv_proj``, ``o_proj``, ``w_gate_up``, ``w_down``).
 
 References
 ----------
@@ -121,7 +121,8 @@ class KVCache:
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention with separate ``nn.Linear`` q/k/v/o projections and optional RoPE.
+    """Multi-head self-attention with ``nn.Linear`` projections (``qkv_proj``: Q, K, V stacked in one
+    matmul; ``o_proj``) and optional RoPE.
 
     ``forward(x (B, L, d), cos, sin, causal, cache, layer, impl)``: ``cos``/``sin`` (L, D/2) are
     the RoPE tables of the L positions (None: no rotary positions).
@@ -133,9 +134,7 @@ class CausalSelfAttention(nn.Module):
             raise ValueError(f"Invalid 'n_heads': d_model ({d_model}) must be divisible by "
                              f"n_heads ({n_heads}).")
         self.n_heads, self.head_dim, self.dropout = n_heads, d_model // n_heads, dropout
-        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=bias)  # W_Q, W_K, W_V stacked
         self.o_proj = nn.Linear(d_model, d_model, bias=bias)
 
     def forward(self, x: Tensor, cos: Tensor | None = None, sin: Tensor | None = None,
@@ -143,11 +142,12 @@ class CausalSelfAttention(nn.Module):
                 impl: str = "sdpa") -> Tensor:
         B, L, d = x.shape
         H, D = self.n_heads, self.head_dim
-        q = self.q_proj(x).view(B, L, H, D).transpose(1, 2)  # (B, H, L, D)
-        k = self.k_proj(x).view(B, L, H, D).transpose(1, 2)
-        v = self.v_proj(x).view(B, L, H, D).transpose(1, 2)
-        if cos is not None:
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        qkv = self.qkv_proj(x).view(B, L, 3, H, D)  # one matmul for Q = X W_Q, K, V
+        qk = qkv[:, :, :2]  # (B, L, 2, H, D)
+        if cos is not None:  # one rotation call for Q and K (positions along L)
+            qk = apply_rope(qk, cos[:, None, None], sin[:, None, None])
+        q, k = qk.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, D)
+        v = qkv[:, :, 2].transpose(1, 2)  # (B, H, L, D)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, H, S, D), S = cached + L
         p = self.dropout if self.training else 0.0
@@ -157,16 +157,16 @@ class CausalSelfAttention(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    """``W_down (SiLU(W_gate x) * W_up x)``, bias-free."""
+    """``W_down (SiLU(W_gate x) * W_up x)``, bias-free; ``W_gate`` and ``W_up`` in one Linear."""
 
     def __init__(self, d_model: int, hidden: int):
         super().__init__()
-        self.w_gate = nn.Linear(d_model, hidden, bias=False)
-        self.w_up = nn.Linear(d_model, hidden, bias=False)
+        self.w_gate_up = nn.Linear(d_model, 2 * hidden, bias=False)  # W_gate, W_up stacked
         self.w_down = nn.Linear(hidden, d_model, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w_down(F.silu(self.w_gate(x)) * self.w_up(x))
+        gate, up = self.w_gate_up(x).chunk(2, dim=-1)
+        return self.w_down(F.silu(gate) * up)
 
 
 class DecoderBlock(nn.Module):
