@@ -11,6 +11,7 @@ from workbench.analysis.scaling import fit_power_law
 from workbench.models import create_model
 from workbench.models.eegpt import EEGPT_SIZES, load_pretrained_encoder
 from workbench.models.layers.decoder import DecoderTransformer, attention, attention_ref
+from workbench.models.layers.rope import RotaryEmbedding
 from workbench.objectives.autoregressive import AutoregressiveObjective, random_token_mask
 
 L_TOK = 16  # samples per token in these tests
@@ -51,6 +52,25 @@ def test_sdpa_attention_equals_plain_twin(causal, L, S):
         vv = v.detach().clone()
         vv[:, :, S - L + 1:] += 100.0
         torch.testing.assert_close(attention(q, k, vv, causal)[:, :, 0], out[:, :, 0])
+
+
+def test_attention_layer_equals_textbook_rope_attention():
+    torch.manual_seed(0)
+    B, L, d, H = 2, 6, 16, 2
+    dec = DecoderTransformer(d, 1, H).double()
+    attn = dec.blocks[0].attn
+    x = torch.randn(B, L, d, dtype=torch.float64)
+    cos, sin = dec.rope.tables(torch.arange(L))
+    out = attn(x, cos, sin, causal=True)
+    Wq, Wk, Wv = attn.qkv_proj.weight.chunk(3, dim=0)  # Q = X W_Q^T, ...
+
+    def heads(t):
+        return t.view(B, L, H, d // H).transpose(1, 2)  # (B, H, L, D)
+
+    q, k, v = heads(x @ Wq.T), heads(x @ Wk.T), heads(x @ Wv.T)
+    q, k = RotaryEmbedding(d // H)(q), RotaryEmbedding(d // H)(k)  # the shared RoPE layer
+    ref = attention_ref(q, k, v, causal=True).transpose(1, 2).reshape(B, L, d) @ attn.o_proj.weight.T
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-8)
 
 
 def test_model_sdpa_equals_plain_twin_forward_and_backward():
