@@ -1,0 +1,534 @@
+"""EEGPT (Yue et al.): electrode-wise autoregressive pre-training and a task-shared electrode graph.
+
+Pre-training model ``eegpt`` (:class:`EEGPT`): the Electrode Temporal Encoder (ETE,
+:class:`ElectrodeTemporalEncoder`) reads every electrode of a window as its own sequence of
+1 s tokens; a token is the electrode's label embedding **concatenated** with the embedding of
+that second's samples (not added). A decoder-only Transformer (pre-norm, SwiGLU, RoPE, causal
+attention) runs over each electrode's tokens; all electrodes of a batch go through it in one call
+as ``B * C`` independent sequences (padding electrodes are skipped). A linear predictor maps each
+output token to the samples of the next second (``workbench.objectives.autoregressive``,
+next-token MSE). ``mode="mae"`` is the paper's comparison: the same backbone with bidirectional
+attention, a learned mask token and reconstruction of the masked seconds.
+
+Classifier ``eegpt_classifier`` (:class:`EEGPTClassifier`): the ETE ``encoder``, then the
+Task-shared Electrode Graph (TEG) on the last ETE token of every electrode, pooled over the
+electrodes, then a ``head``. TEG is one graph-attention layer over the real electrodes::
+
+    e_mn = LeakyReLU(b^T [W h_m || W h_n]),  alpha_mn = softmax_n(e_mn),  h'_m = sum_n alpha_mn W h_n
+
+(:class:`~workbench.models.layers.graph.GATLayer` with one head, no bias, no activation computes
+exactly this). ``W`` and ``b`` belong to the shared backbone: in multi-task fine-tuning every task
+gets its own head on ``embedding`` (the pooled TEG output).
+
+The deck's tables are images, so sizes are **our defaults** (config fields): ``paper`` = ``base``
+= 12 layers, width 512, 8 heads; ``tiny`` = 2 layers, width 64; the ladder ``xs < s < m < l``
+(CPU) and ``small < base < large`` (GPU) serves the scaling study (``workbench.analysis.scaling``).
+The deck leaves open the signal-to-token map (**our default**: one Linear on the raw samples),
+the positional encoding (``pos="rope" | "none"``) and the pooling (**our default** mean;
+``pool="attention"`` as an option).
+
+References
+----------
+.. [1] Yue, T. et al. (2024). EEGPT: Unleashing the Potential of EEG Generalist Foundation Model
+       by Autoregressive Pre-training. arXiv:2410.19779 (v2: BrainGPT). Sections 3 (ETE, TEG).
+.. [2] Velickovic, P. et al. (2018). Graph Attention Networks. ICLR.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from workbench.channels import SAMPLING_RATES
+from workbench.models.layers.decoder import DecoderTransformer
+from workbench.models.layers.graph import GATLayer
+from workbench.models.registry import register_model
+from workbench.utils import check_option
+
+logger = logging.getLogger("workbench")
+
+__all__ = ["EEGPT", "EEGPTClassifier", "EEGPT_SIZES", "ENCODER_FIELDS", "ElectrodeTemporalEncoder",
+           "load_pretrained_encoder"]
+
+# ----------------------------------------------------------------------------- presets
+_COMMON: dict[str, Any] = dict(token_len=200, token_s=1.0, dropout=0.0, ffn_dim=None)
+EEGPT_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": dict(d_model=64, n_layers=2, n_heads=4, label_dim=16),  # smoke runs, tests
+    # scaling ladder, each pre-trains a few epochs on a CPU in seconds
+    "xs": dict(d_model=32, n_layers=1, n_heads=2, label_dim=8),
+    "s": dict(d_model=48, n_layers=2, n_heads=4, label_dim=12),
+    "m": dict(d_model=64, n_layers=3, n_heads=4, label_dim=16),
+    "l": dict(d_model=96, n_layers=4, n_heads=4, label_dim=24),
+    # GPU sizes; base = paper
+    "small": dict(d_model=256, n_layers=6, n_heads=8, label_dim=64),
+    "base": dict(d_model=512, n_layers=12, n_heads=8, label_dim=128),
+    "paper": dict(d_model=512, n_layers=12, n_heads=8, label_dim=128),
+    "large": dict(d_model=1024, n_layers=24, n_heads=16, label_dim=256),
+}
+"""Encoder sizes of every preset (**our defaults**; the deck's Table 1 is an image)."""
+_PRESETS = {k: {**_COMMON, **v} for k, v in EEGPT_SIZES.items()}
+
+ENCODER_FIELDS: tuple[str, ...] = (
+    "d_model", "n_layers", "n_heads", "label_dim", "ffn_dim", "dropout", "token_len", "token_s",
+    "n_channels", "pos", "rope_base", "attn_impl", "norm_eps", "input_scale", "mode",
+)
+"""Constructor arguments shared by ``eegpt`` and ``eegpt_classifier`` (same meaning): a
+pre-trained encoder loads into a classifier built with the same values."""
+
+
+def _check_shape(name: str, t: Tensor | None, shape: tuple[int, ...], x: Tensor) -> None:
+    if t is not None and tuple(t.shape) != shape:
+        raise ValueError(f"Invalid '{name}': expected shape {shape} for x of shape "
+                         f"{tuple(x.shape)}, got {tuple(t.shape)}.")
+
+
+def _real_rows(ch_mask: Tensor | None, B: int, C: int) -> Tensor | None:
+    """Flat (B*C,) bool of the real electrodes; ValueError for a window with none."""
+    if ch_mask is None:
+        return None
+    ch_mask = ch_mask.to(torch.bool)
+    if bool((~ch_mask).all(dim=1).any()):
+        raise ValueError("Invalid 'ch_mask': a window in the batch has no real channel "
+                         "(its row is all False).")
+    return ch_mask.reshape(B * C)
+
+
+def _scatter_rows(h: Tensor, keep: Tensor | None, n_rows: int) -> Tensor:
+    """Rows of the real electrodes back into a zero tensor of ``n_rows`` rows."""
+    if keep is None:
+        return h
+    return h.new_zeros((n_rows, *h.shape[1:])).index_put((keep,), h)
+
+
+def masked_electrode_mean(h: Tensor, ch_mask: Tensor | None) -> Tensor:
+    """Mean of ``h`` (B, C, F) over the real electrodes -> (B, F)."""
+    if ch_mask is None:
+        return h.mean(dim=1)
+    m = ch_mask.to(h.dtype)[..., None]  # (B, C, 1)
+    return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+# ----------------------------------------------------------------------------- ETE
+class ElectrodeTemporalEncoder(nn.Module):
+    """ETE: every electrode is a sequence of 1 s tokens through a causal decoder Transformer.
+
+    Parameters
+    ----------
+    d_model, n_layers, n_heads : int
+        Transformer width, depth and heads (**our default** ``paper``: 512, 12, 8).
+    label_dim : int
+        Width of the electrode-label embedding; the signal embedding has the other
+        ``d_model - label_dim`` dimensions of a token (**our default** ``d_model / 4``).
+    ffn_dim : int or None
+        SwiGLU hidden width (None: ``8/3 d_model`` rounded up to a multiple of 8).
+    dropout : float
+        Dropout in the Transformer (**our default** 0).
+    token_len : int
+        Samples of one token as the signal embedding sees them (**our default** 200: 1 s at
+        200 Hz).
+    token_s : float or None
+        Seconds per token when ``rate_id`` is given (1 s in the paper): a window at rate ``r``
+        is cut into tokens of ``round(r * token_s)`` samples, each linearly resampled to
+        ``token_len`` samples when the two differ, so one model reads windows of any rate.
+        None (or no ``rate_id``): tokens of ``token_len`` samples.
+    n_channels : int
+        Size of the electrode-label table (``len(vocab)`` of the run's ChannelVocabulary).
+    pos : {"rope", "none"}
+        Rotary positions or none (the deck's open question on positional encoding).
+    rope_base : float
+        RoPE frequency base.
+    attn_impl : {"sdpa", "plain"}
+        ``F.scaled_dot_product_attention`` or its written-out reference twin.
+    norm_eps : float
+        RMSNorm epsilon.
+    input_scale : float
+        Factor applied to the raw samples (e.g. ``1e6`` for windows stored in volts).
+    mode : {"ar", "mae"}
+        Causal attention (autoregressive pre-training) or bidirectional attention (the MAE
+        comparison of the paper).
+
+    Notes
+    -----
+    ``forward(x (B, C, T), ch_ids (B, C), rate_id (B,), ch_mask (B, C), n_tokens=None)``
+    returns ``tokens`` (B, C, N, d_model) and ``patches`` (B, C, N, token_len) (the scaled,
+    resampled seconds the model reads). ``n_tokens`` forces ``N`` (tokens of ``T / N``
+    samples). Padding electrodes never enter the Transformer; their rows are zero. Without
+    ``ch_ids`` the label part of every token is zero.
+    """
+
+    def __init__(self, d_model: int = 512, n_layers: int = 12, n_heads: int = 8,
+                 label_dim: int = 128, ffn_dim: int | None = None, dropout: float = 0.0,
+                 token_len: int = 200, token_s: float | None = 1.0, n_channels: int = 128,
+                 pos: str = "rope", rope_base: float = 10000.0, attn_impl: str = "sdpa",
+                 norm_eps: float = 1e-6, input_scale: float = 1.0, mode: str = "ar"):
+        super().__init__()
+        check_option("mode", mode, ["ar", "mae"])
+        if not 0 < label_dim < d_model:
+            raise ValueError(f"Invalid 'label_dim': expected 0 < label_dim < d_model "
+                             f"({d_model}), got {label_dim}.")
+        self.config = {k: v for k, v in locals().items() if k in ENCODER_FIELDS}
+        self.d_model, self.label_dim, self.token_len = d_model, label_dim, token_len
+        self.token_s, self.input_scale, self.mode = token_s, input_scale, mode
+        self.causal = mode == "ar"
+        self.label_embed = nn.Embedding(n_channels, label_dim)
+        self.signal_embed = nn.Linear(token_len, d_model - label_dim)
+        nn.init.normal_(self.label_embed.weight, std=0.02)
+        self.decoder = DecoderTransformer(d_model, n_layers, n_heads, ffn_dim, dropout, pos,
+                                          rope_base, attn_impl, norm_eps)
+
+    # ------------------------------------------------------------------ tokens
+    def token_length(self, T: int, rate_id: Tensor | None = None, n_tokens: int | None = None
+                     ) -> int:
+        """Samples per token of a window of ``T`` samples; ValueError naming both when ``T``
+        is not a multiple of it."""
+        if n_tokens is not None:
+            if n_tokens < 1 or T % n_tokens:
+                raise ValueError(f"Invalid 'n_tokens': a window of T={T} samples does not split "
+                                 f"into {n_tokens} equal tokens.")
+            return T // n_tokens
+        if rate_id is not None and self.token_s is not None:
+            r = rate_id.reshape(-1)
+            r0 = int(r[0])
+            if not 0 <= r0 < len(SAMPLING_RATES) or bool((r != r0).any()):
+                raise ValueError(f"Invalid 'rate_id': expected one id in [0, "
+                                 f"{len(SAMPLING_RATES)}) shared by the whole batch, got "
+                                 f"{r.tolist()[:8]}.")
+            P = round(SAMPLING_RATES[r0] * self.token_s)
+            what = f"{self.token_s} s at {SAMPLING_RATES[r0]:g} Hz"
+        else:
+            P, what = self.token_len, "'token_len'"
+        if T % P:
+            raise ValueError(f"Invalid window length: T={T} samples is not a multiple of the "
+                             f"token length {P} samples ({what}).")
+        return P
+
+    def tokenize(self, x: Tensor, rate_id: Tensor | None = None, n_tokens: int | None = None
+                 ) -> Tensor:
+        """The seconds of ``x`` (B, C, T) as (B, C, N, token_len), scaled by ``input_scale``."""
+        B, C, T = x.shape
+        P = self.token_length(T, rate_id, n_tokens)
+        patches = x.reshape(B, C, T // P, P)  # (B, C, N, P)
+        if self.input_scale != 1.0:
+            patches = patches * self.input_scale
+        if P != self.token_len:  # another rate: resample every second to token_len samples
+            N = T // P
+            patches = F.interpolate(patches.reshape(B * C * N, 1, P), size=self.token_len,
+                                    mode="linear", align_corners=False)
+            patches = patches.reshape(B, C, N, self.token_len)  # (B, C, N, token_len)
+        return patches
+
+    def embed(self, patches: Tensor, ids: Tensor | None = None, token_mask: Tensor | None = None,
+              mask_embedding: Tensor | None = None) -> Tensor:
+        """Tokens ``[label(id) || signal(second)]`` (R, N, d_model) of rows ``patches``
+        (R, N, token_len); ``token_mask`` (R, N) replaces the signal part by ``mask_embedding``."""
+        R, N, _ = patches.shape
+        sig = self.signal_embed(patches)  # (R, N, d - label_dim)
+        if token_mask is not None:
+            if mask_embedding is None:
+                raise ValueError("A 'token_mask' needs a 'mask_embedding'.")
+            sig = torch.where(token_mask[..., None], mask_embedding.to(sig.dtype), sig)
+        if ids is None:
+            lab = sig.new_zeros(R, N, self.label_dim)
+        else:
+            if ids.device.type == "cpu" and ids.numel() and (
+                    int(ids.min()) < 0 or int(ids.max()) >= self.label_embed.num_embeddings):
+                raise ValueError(f"Invalid 'ch_ids': ids must lie in [0, "
+                                 f"{self.label_embed.num_embeddings}), got min {int(ids.min())}, "
+                                 f"max {int(ids.max())}; raise 'n_channels'.")
+            lab = self.label_embed(ids)[:, None, :].expand(R, N, self.label_dim)
+        return torch.cat([lab, sig], dim=-1)  # (R, N, d): concatenated, never summed
+
+    def encode_rows(self, patches: Tensor, ids: Tensor | None = None,
+                    token_mask: Tensor | None = None, mask_embedding: Tensor | None = None,
+                    cache=None, impl: str | None = None) -> Tensor:
+        """Transformer outputs (R, N, d_model) of independent electrode sequences (R, N, L)."""
+        tok = self.embed(patches, ids, token_mask, mask_embedding)
+        return self.decoder(tok, causal=self.causal, cache=cache, impl=impl)
+
+    def forward(self, x: Tensor, ch_ids: Tensor | None = None, rate_id: Tensor | None = None,
+                ch_mask: Tensor | None = None, n_tokens: int | None = None,
+                token_mask: Tensor | None = None, mask_embedding: Tensor | None = None,
+                impl: str | None = None) -> dict[str, Tensor]:
+        if x.dim() != 3:
+            raise ValueError(f"Invalid 'x': expected shape (B, C, T), got {tuple(x.shape)}.")
+        B, C, _ = x.shape
+        _check_shape("ch_ids", ch_ids, (B, C), x)
+        _check_shape("ch_mask", ch_mask, (B, C), x)
+        patches = self.tokenize(x, rate_id, n_tokens)  # (B, C, N, L)
+        N = patches.shape[2]
+        _check_shape("token_mask", token_mask, (B, C, N), x)
+        rows = patches.reshape(B * C, N, self.token_len)  # one sequence per electrode
+        ids = None if ch_ids is None else ch_ids.reshape(B * C)
+        tm = None if token_mask is None else token_mask.reshape(B * C, N)
+        keep = _real_rows(ch_mask, B, C)
+        if keep is not None:  # only real electrodes enter the Transformer
+            rows = rows[keep]
+            ids = None if ids is None else ids[keep]
+            tm = None if tm is None else tm[keep]
+        h = self.encode_rows(rows, ids, tm, mask_embedding, impl=impl)  # (R, N, d)
+        tokens = _scatter_rows(h, keep, B * C).view(B, C, N, self.d_model)  # (B, C, N, d)
+        return {"tokens": tokens, "patches": patches}
+
+
+# ----------------------------------------------------------------------------- pre-training
+@register_model("eegpt", presets=_PRESETS)
+class EEGPT(nn.Module):
+    """ETE + a linear next-second predictor: the EEGPT pre-training model.
+
+    Parameters
+    ----------
+    mask_ratio : float
+        Share of tokens masked per electrode in ``mode="mae"`` (**our default** 0.5); read by
+        :class:`~workbench.objectives.autoregressive.AutoregressiveObjective`.
+    **encoder_fields
+        The :data:`ENCODER_FIELDS` of :class:`ElectrodeTemporalEncoder` (``mode`` included).
+
+    Notes
+    -----
+    ``forward(x, ch_ids, rate_id, ch_mask, n_tokens=None, token_mask=None)`` returns
+
+    - ``pred`` (B, C, N, token_len): in ``mode="ar"`` ``pred[:, :, t]`` is the forecast of
+      second ``t + 1`` from the seconds ``<= t``; in ``mode="mae"`` the reconstruction of
+      second ``t`` (of interest where ``token_mask`` (B, C, N) is True);
+    - ``patches`` (B, C, N, token_len): the seconds the model read (the targets);
+    - ``tokens`` (B, C, N, d_model): ETE outputs;
+    - ``embedding`` (B, d_model): the last token of every electrode, mean-pooled over the real
+      electrodes (the deck's t-SNE representation).
+
+    :meth:`generate` forecasts the next seconds with a key/value cache.
+
+    References
+    ----------
+    .. [1] Yue, T. et al. (2024). arXiv:2410.19779, Section 3.1 (ETE) and the MAE comparison.
+    """
+
+    def __init__(self, mask_ratio: float = 0.5, **encoder_fields: Any):
+        super().__init__()
+        unknown = sorted(set(encoder_fields) - set(ENCODER_FIELDS))
+        if unknown:
+            raise TypeError(f"EEGPT got unknown argument(s) {unknown}; encoder arguments are "
+                            f"{list(ENCODER_FIELDS)}.")
+        if not 0.0 < mask_ratio < 1.0:
+            raise ValueError(f"Invalid 'mask_ratio': expected a value in (0, 1), got {mask_ratio}.")
+        self.encoder = ElectrodeTemporalEncoder(**encoder_fields)
+        self.mode, self.mask_ratio = self.encoder.mode, mask_ratio
+        self.predictor = nn.Linear(self.encoder.d_model, self.encoder.token_len)
+        # The learned embedding that replaces a masked second's signal part (MAE mode only).
+        self.mask_token = nn.Parameter(
+            0.02 * torch.randn(self.encoder.d_model - self.encoder.label_dim)
+        ) if self.mode == "mae" else None
+
+    def forward(self, x: Tensor, ch_ids: Tensor | None = None, rate_id: Tensor | None = None,
+                ch_mask: Tensor | None = None, n_tokens: int | None = None,
+                token_mask: Tensor | None = None, impl: str | None = None) -> dict[str, Tensor]:
+        if token_mask is not None and self.mode != "mae":
+            raise ValueError("A 'token_mask' is only used with mode='mae'; this model has "
+                             f"mode={self.mode!r}.")
+        out = self.encoder(x, ch_ids, rate_id, ch_mask, n_tokens, token_mask, self.mask_token,
+                           impl=impl)
+        tokens = out["tokens"]  # (B, C, N, d)
+        pred = self.predictor(tokens)  # (B, C, N, token_len)
+        if ch_mask is not None:
+            pred = pred.masked_fill(~ch_mask.to(torch.bool)[..., None, None], 0.0)
+        return {"pred": pred, "patches": out["patches"], "tokens": tokens,
+                "embedding": masked_electrode_mean(tokens[:, :, -1], ch_mask)}
+
+    @torch.no_grad()
+    def generate(self, x: Tensor, n_tokens: int, ch_ids: Tensor | None = None,
+                 rate_id: Tensor | None = None, ch_mask: Tensor | None = None,
+                 use_cache: bool = True, impl: str | None = None) -> Tensor:
+        """Forecast the next ``n_tokens`` seconds of every electrode of ``x`` (B, C, T).
+
+        Each forecast second is fed back as the next token (label embedding concatenated with
+        its signal embedding). With ``use_cache`` the keys and values of the past tokens are
+        kept (:class:`~workbench.models.layers.decoder.KVCache`) and each step runs one token;
+        ``use_cache=False`` is the reference twin that re-runs the whole sequence at every step.
+        Call ``model.eval()`` first when the model has dropout.
+
+        Returns
+        -------
+        Tensor, shape (B, C, n_tokens * token_len)
+            In the units of ``x`` (``input_scale`` undone) at ``token_len`` samples per token;
+            zero for padding electrodes.
+        """
+        if self.mode != "ar":
+            raise ValueError(f"generate needs a causal model (mode='ar'), got mode={self.mode!r}.")
+        if n_tokens < 1:
+            raise ValueError(f"Invalid 'n_tokens': expected >= 1, got {n_tokens}.")
+        enc = self.encoder
+        B, C, _ = x.shape
+        patches = enc.tokenize(x, rate_id)  # (B, C, N, L)
+        N, L = patches.shape[2], enc.token_len
+        rows = patches.reshape(B * C, N, L)
+        ids = None if ch_ids is None else ch_ids.reshape(B * C)
+        keep = _real_rows(ch_mask, B, C)
+        if keep is not None:
+            rows, ids = rows[keep], None if ids is None else ids[keep]
+        steps = []
+        if use_cache:
+            cache = enc.decoder.new_cache(rows.shape[0], N + n_tokens - 1, rows.dtype, rows.device)
+            h = enc.encode_rows(rows, ids, cache=cache, impl=impl)  # (R, N, d): the prompt
+            nxt = self.predictor(h[:, -1:])  # (R, 1, L)
+            steps.append(nxt)
+            for _ in range(n_tokens - 1):
+                h = enc.encode_rows(nxt, ids, cache=cache, impl=impl)  # (R, 1, d): one token
+                nxt = self.predictor(h)
+                steps.append(nxt)
+        else:
+            seq = rows
+            for _ in range(n_tokens):
+                h = enc.encode_rows(seq, ids, impl=impl)  # (R, n, d): the whole sequence again
+                nxt = self.predictor(h[:, -1:])  # (R, 1, L)
+                steps.append(nxt)
+                seq = torch.cat([seq, nxt], dim=1)
+        out = _scatter_rows(torch.cat(steps, dim=1), keep, B * C)  # (B*C, n_tokens, L)
+        return out.reshape(B, C, n_tokens * L) / enc.input_scale
+
+
+# ----------------------------------------------------------------------------- classifier
+class ElectrodePool(nn.Module):
+    """Pooling over the real electrodes: ``"mean"`` (**our default**) or ``"attention"``
+    (softmax of a learned linear score per electrode)."""
+
+    def __init__(self, dim: int, kind: str = "mean"):
+        super().__init__()
+        self.kind = check_option("pool", kind, ["mean", "attention"])
+        self.score = nn.Linear(dim, 1) if kind == "attention" else None
+
+    def forward(self, h: Tensor, ch_mask: Tensor | None = None) -> Tensor:  # (B, C, F) -> (B, F)
+        if self.score is None:
+            return masked_electrode_mean(h, ch_mask)
+        s = self.score(h).squeeze(-1)  # (B, C)
+        if ch_mask is not None:
+            s = s.masked_fill(~ch_mask.to(torch.bool), float("-inf"))
+        return (torch.softmax(s, dim=1)[..., None] * h).sum(1)
+
+
+def make_head(kind: str, dim: int, n_outputs: int, hidden: int | None = None,
+              dropout: float = 0.0) -> nn.Module:
+    """``"linear"``: Dropout + Linear; ``"mlp"``: Linear, GELU, Dropout, Linear."""
+    check_option("head", kind, ["linear", "mlp"])
+    if kind == "linear":
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, n_outputs))
+    hidden = hidden or dim
+    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, n_outputs))
+
+
+@register_model("eegpt_classifier", presets=_PRESETS)
+class EEGPTClassifier(nn.Module):
+    """ETE ``encoder`` + Task-shared Electrode Graph + electrode pooling + ``head``.
+
+    Parameters
+    ----------
+    n_outputs : int
+        Classes of the head.
+    n_chans : int or None
+        Accepted for the common classifier signature and unused: the model reads any electrode
+        set through ``ch_ids``, so one model serves datasets of different montages.
+    head : {"linear", "mlp"}
+        The task head; ``head_hidden`` (None: the embedding width) and ``head_dropout``
+        (**our default** 0) shape it.
+    graph_dim : int or None
+        Width of ``W h`` in TEG (None: ``d_model``); the embedding width.
+    graph_heads : int
+        TEG attention heads (1: the single vector ``b`` of the paper; more are concatenated).
+    graph_slope : float
+        LeakyReLU slope of TEG (**our default** 0.2, the GAT value).
+    graph_dropout : float
+        Dropout on the TEG attention weights.
+    pool : {"mean", "attention"}
+        Pooling over electrodes (not stated in the paper; **our default** mean).
+    mask_ratio : float, optional
+        A pre-training field, accepted (so one override dict serves both models) and ignored.
+    **encoder_fields
+        The :data:`ENCODER_FIELDS` of :class:`ElectrodeTemporalEncoder`.
+
+    Notes
+    -----
+    ``forward(x (B, C, T), ch_ids (B, C), rate_id (B,), ch_mask (B, C))`` returns ``logits``
+    (B, n_outputs), ``embedding`` (B, graph_dim) (pooled TEG output, what the head reads),
+    ``tokens`` (B, C, graph_dim) (TEG node outputs) and ``attention``: a one-element list with
+    the TEG weights (B, graph_heads, C, C), zero to and from padding electrodes.
+
+    References
+    ----------
+    .. [1] Yue, T. et al. (2024). arXiv:2410.19779, Section 3.2 (TEG, multi-task fine-tuning).
+    .. [2] Velickovic, P. et al. (2018). Graph Attention Networks. ICLR.
+    """
+
+    def __init__(self, n_outputs: int = 2, n_chans: int | None = None, head: str = "linear",
+                 head_hidden: int | None = None, head_dropout: float = 0.0,
+                 graph_dim: int | None = None, graph_heads: int = 1, graph_slope: float = 0.2,
+                 graph_dropout: float = 0.0, pool: str = "mean", mask_ratio: float | None = None,
+                 **encoder_fields: Any):
+        super().__init__()
+        unknown = sorted(set(encoder_fields) - set(ENCODER_FIELDS))
+        if unknown:
+            raise TypeError(f"EEGPTClassifier got unknown argument(s) {unknown}; encoder "
+                            f"arguments are {list(ENCODER_FIELDS)}.")
+        self.n_chans = n_chans
+        self.encoder = ElectrodeTemporalEncoder(**encoder_fields)
+        graph_dim = graph_dim or self.encoder.d_model
+        self.teg = GATLayer(self.encoder.d_model, graph_dim, graph_heads, concat=True,
+                            dropout=graph_dropout, negative_slope=graph_slope,
+                            activation="none", bias=False)
+        self.pool = ElectrodePool(graph_dim, pool)
+        self.head = make_head(head, graph_dim, n_outputs, head_hidden, head_dropout)
+
+    def forward(self, x: Tensor, ch_ids: Tensor | None = None, rate_id: Tensor | None = None,
+                ch_mask: Tensor | None = None, n_tokens: int | None = None) -> dict[str, Any]:
+        tokens = self.encoder(x, ch_ids, rate_id, ch_mask, n_tokens)["tokens"]  # (B, C, N, d)
+        h, alpha = self.teg(tokens[:, :, -1], ch_mask=ch_mask)  # (B, C, F), (B, heads, C, C)
+        pooled = self.pool(h, ch_mask)  # (B, F)
+        return {"logits": self.head(pooled), "embedding": pooled, "tokens": h,
+                "attention": [alpha]}
+
+
+# ----------------------------------------------------------------------------- weights
+def load_pretrained_encoder(classifier: nn.Module, pretrain_state_dict: Mapping[str, Tensor]
+                            ) -> dict[str, list[str]]:
+    """Copy the ETE weights of a pre-trained ``eegpt`` into ``classifier.encoder``.
+
+    Accepts the state dict of an :class:`EEGPT` or of a whole :class:`EEGPTClassifier` (their
+    ``encoder.`` keys are used; the predictor and mask token are left out) or of a bare
+    :class:`ElectrodeTemporalEncoder`, with or without DDP (``module.``) / ``torch.compile``
+    (``_orig_mod.``) prefixes.
+
+    Returns
+    -------
+    dict
+        ``{"loaded": [...]}``, the encoder keys copied.
+
+    Raises
+    ------
+    ValueError
+        When keys are missing, unexpected or of another shape (the encoder was pre-trained with
+        other sizes); the message lists them.
+    """
+    if not isinstance(getattr(classifier, "encoder", None), ElectrodeTemporalEncoder):
+        raise ValueError(f"{type(classifier).__name__} has no ElectrodeTemporalEncoder "
+                         "'encoder'; expected an EEGPTClassifier.")
+    state = dict(pretrain_state_dict)
+    for prefix in ("module.", "_orig_mod."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    if any(k.startswith("encoder.") for k in state):
+        state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    target = classifier.encoder.state_dict()
+    missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
+    mismatched = [f"{k}: classifier {tuple(target[k].shape)} vs checkpoint "
+                  f"{tuple(state[k].shape)}" for k in sorted(set(target) & set(state))
+                  if target[k].shape != state[k].shape]
+    if missing or unexpected or mismatched:
+        raise ValueError(f"load_pretrained_encoder: missing keys {missing}; unexpected keys "
+                         f"{unexpected}; shape mismatches {mismatched} (was the encoder "
+                         "pre-trained with another preset?).")
+    classifier.encoder.load_state_dict(state)
+    logger.info("Loaded %d pre-trained ETE tensors into %s.", len(state), type(classifier).__name__)
+    return {"loaded": sorted(state)}
