@@ -130,6 +130,8 @@ def test_gat_connectivity_notebook(smoke):
     n_edges = math.ceil(0.15 * 32 * 31 / 2)  # top 15 % of the 32-channel graph
     assert m["edges_class0"] == m["edges_class1"] == n_edges
     assert m["n_test_windows"] > 0
+    # the figure carries its own test: distance from uniform and a permutation p-value
+    assert m["kl_from_uniform"] >= 0 and 0 < m["class_difference_p"] <= 1
 
 
 def test_efficiency_notebook(smoke):

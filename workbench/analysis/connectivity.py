@@ -165,3 +165,63 @@ def key_channels(edges: pd.DataFrame, min_degree: int = 8) -> list[str]:
     deg = pd.concat([edges["source"], edges["target"]]).value_counts()
     hubs = [(name, int(d)) for name, d in deg.items() if d >= min_degree]
     return [name for name, _ in sorted(hubs, key=lambda t: (-t[1], t[0]))]
+
+
+def attention_significance(attention: Any, labels: Sequence[Any], layer: int = -1,
+                           n_permutations: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Does an attention map say anything: how far from uniform, and do classes differ?
+
+    Parameters
+    ----------
+    attention, labels, layer
+        As for :func:`class_attention` (rows of each window's matrix sum to 1 over real
+        neighbours).
+    n_permutations : int
+        Label permutations of the class-difference test.
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``kl_from_uniform``: mean over windows and rows of ``KL(row || uniform)`` in nats
+        (0 = uniform attention); ``max_min_ratio``: the largest over the smallest weight of the
+        mean matrix (1 = uniform); ``class_difference``: the Frobenius norm of the difference of
+        the two most frequent classes' mean matrices; ``p_value``: the share of label
+        permutations over windows whose difference is at least as large (``(k + 1) / (n + 1)``);
+        ``uniform``: whether the mean matrix is within 1 % of uniform everywhere.
+    """
+    a = attention[layer] if isinstance(attention, list | tuple) else attention
+    a = _to_numpy(a)
+    if a.ndim == 4:
+        a = a.mean(axis=1)  # (N, C, C): mean over heads
+    if a.ndim != 3 or a.shape[1] != a.shape[2]:
+        raise ValueError(f"Invalid value for the 'attention' parameter: expected (N, [heads,] C, "
+                         f"C), got shape {a.shape}.")
+    labels = np.asarray(labels)
+    if len(labels) != len(a):
+        raise ValueError(f"{len(labels)} labels for {len(a)} attention matrices.")
+    p = np.clip(a, 1e-12, None)
+    row_sum = p.sum(-1, keepdims=True)
+    p = p / row_sum
+    c = a.shape[-1]
+    kl = float(np.mean(np.sum(p * np.log(p * c), axis=-1)))
+    mean = a.mean(0)
+    uniform_w = 1.0 / c
+    classes, counts = np.unique(labels, return_counts=True)
+    out = {"kl_from_uniform": kl, "max_min_ratio": float(mean.max() / max(mean.min(), 1e-12)),
+           "uniform": bool(np.all(np.abs(mean - uniform_w) <= 0.01 * uniform_w)),
+           "class_difference": float("nan"), "p_value": float("nan")}
+    if len(classes) < 2:
+        return out
+    c0, c1 = classes[np.argsort(-counts)[:2]]
+    keep = np.isin(labels, [c0, c1])
+    a2, y2 = a[keep], labels[keep]
+
+    def diff(y: np.ndarray) -> float:
+        return float(np.linalg.norm(a2[y == c0].mean(0) - a2[y == c1].mean(0)))
+
+    observed = diff(y2)
+    rng = np.random.default_rng(seed)
+    hits = sum(diff(rng.permutation(y2)) >= observed for _ in range(n_permutations))
+    out.update(class_difference=observed, p_value=(hits + 1) / (n_permutations + 1))
+    return out

@@ -304,13 +304,22 @@ def _baseline_fold(train_ds: Dataset, val_ds: Dataset, test_ds: Dataset, n_class
     validation windows, tested on its test windows."""
     from ..evaluation.baseline import FeatureBaseline
 
+    parts = _flat(train_ds, val_ds, test_ds)
+    # one feature space: the channels every part has (all of them within one store)
+    common = [c for c in parts[0].ch_names if all(c in p.ch_names for p in parts)]
+    if not common:
+        log.warning("DE baseline skipped: the training and test datasets share no channel.")
+        return {k: float("nan") for k in METRICS}
+
     def windows(*ds) -> tuple[np.ndarray, np.ndarray]:
-        parts = _flat(*ds)
-        xs = [p.store.get(np.sort(p.indices)) for p in parts]
-        ys = [p.store.labels[np.sort(p.indices)] for p in parts]
+        xs, ys = [], []
+        for p in _flat(*ds):
+            ids = np.sort(p.indices)
+            xs.append(p.store.get(ids)[:, [p.store.ch_names.index(c) for c in common]])
+            ys.append(p.store.labels[ids])
         return np.concatenate(xs), np.concatenate(ys)
 
-    sfreq = _flat(test_ds)[0].store.sfreq
+    sfreq = parts[-1].store.sfreq
     xtr, ytr = windows(train_ds, val_ds)
     xte, yte = windows(test_ds)
     model = FeatureBaseline(kind="de", sfreq=sfreq, random_state=seed).fit(xtr, ytr)
