@@ -103,6 +103,28 @@ def test_step_flops_counts_forward_and_backward_matrix_products():
     assert lin.weight.grad is None  # the count leaves no gradients behind
 
 
+def test_kernel_rows_compare_against_a_stand_in_for_the_fused_kernels():
+    # On the CPU the references stand in for mamba_ssm's kernels (same signatures): the
+    # comparison, gradients and tolerances are exercised without CUDA.
+    from workbench.models.layers.ssm import selective_scan_ref, ssd_naive
+
+    small = dict(length=40, repeats=1, width=16, headdim=8, state=4, chunk=16)
+    fused = {"ssd": ssd_naive, "selective_scan": selective_scan_ref}
+    rows = gpu_check.kernel_rows(torch.device("cpu"), fused, **small)
+    assert [(r["op"], r["dtype"]) for r in rows] == [
+        ("ssd", "float32"), ("selective_scan", "float32"),
+        ("ssd", "bfloat16"), ("selective_scan", "bfloat16")]
+    for r in rows:
+        assert r["status"] == "ok", r
+        assert r["ms_torch"] > 0 and r["ms_fused"] > 0
+        if r["dtype"] == "float32":
+            assert r["rel_err_out"] < 1e-5 and r["rel_err_grad_max"] < 1e-4, r
+    off = {"ssd": lambda *a, **k: 1.01 * ssd_naive(*a, **k),  # a kernel 1 % off is flagged
+           "selective_scan": selective_scan_ref}
+    rows = gpu_check.kernel_rows(torch.device("cpu"), off, **small)
+    assert [r["status"] for r in rows if r["dtype"] == "float32"] == ["check", "ok"]
+
+
 # ----------------------------------------------------------------------------- host syncs
 READERS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__",
            "__format__")
