@@ -475,7 +475,7 @@ class Trainer:
                 acc.add(step_logs, n)
                 bar.update(1)
                 if self.global_step % max(1, cfg.log_every) == 0:
-                    values = _as_floats(step_logs)  # the one host read of this interval
+                    values = _as_floats(step_logs)  # host reads only at logging intervals
                     acc.check_finite(epoch + 1, values)
                     bar.set_postfix(loss=f"{values['loss']:.4g}", lr=f"{lr:.3g}")
                     log.write("step", epoch=epoch + 1, step=self.global_step, lr=lr, **values)
