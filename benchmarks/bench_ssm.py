@@ -38,7 +38,10 @@ except ImportError:  # run from a checkout without installing
 
 from workbench.analysis.efficiency import cpu_peak_memory  # noqa: E402
 from workbench.models import create_model  # noqa: E402
-from workbench.models.layers.ssm import ssd_chunked, ssd_minimal_listing, ssd_naive  # noqa: E402
+from workbench.models.layers.ssm import ssd_chunked, ssd_naive  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ssd_minimal.py
+from ssd_minimal import ssd_minimal_listing  # noqa: E402
 
 BATCH, HEADS, HEADDIM, STATE, CHUNK = 8, 8, 64, 16, 64
 MB = 2**20

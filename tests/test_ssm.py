@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.models.layers import ssm
+from benchmarks.ssd_minimal import ssd_minimal_listing  # the paper's listing: a benchmark peer
+from workbench.models.layers import mamba, mamba_backend, ssd, ssm
 from workbench.models.layers.ssm import (
     GatedRMSNorm,
     Mamba1,
@@ -18,7 +19,6 @@ from workbench.models.layers.ssm import (
     selective_scan,
     selective_scan_ref,
     ssd_chunked,
-    ssd_minimal_listing,
     ssd_naive,
 )
 
@@ -58,9 +58,9 @@ def ssd_path(request, monkeypatch):
     """Run a test through each code path of ssd_chunked: the automatic choice (factored form
     where the decays allow it), the explicit decay matrices only, and blocks of one chunk."""
     if request.param == "segsum":
-        monkeypatch.setattr(ssm, "_FACTOR_LIMIT", 0.0)
+        monkeypatch.setattr(ssd, "_FACTOR_LIMIT", 0.0)
     elif request.param == "one_chunk_blocks":
-        monkeypatch.setattr(ssm, "_BLOCK_ELEMENTS", 1)
+        monkeypatch.setattr(ssd, "_BLOCK_ELEMENTS", 1)
     return request.param
 
 
@@ -82,14 +82,14 @@ def test_factored_form_is_used_only_where_it_is_exact():
     (x, dt, A, B, C), _ = ssd_inputs(2, 32, 4, 8, 2, 5, seed=1)
     dt = dt * 0.1
     S0 = torch.randn(2, 4, 8, 5)
-    fac = ssm._ssd_block_factored(x, dt, A, B, C, S0, 16, 2)
-    ref = ssm._ssd_block_segsum(x, dt, A, B, C, S0, 16, 2)
+    fac = ssd._ssd_block_factored(x, dt, A, B, C, S0, 16, 2)
+    ref = ssd._ssd_block_segsum(x, dt, A, B, C, S0, 16, 2)
     assert fac is not None
     torch.testing.assert_close(fac[0], ref[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fac[1], ref[1], atol=1e-5, rtol=1e-5)
     # in-chunk log-decay of ~ -50 per step: exp(+-rel) would overflow, the block is refused ...
     big = torch.full_like(dt, 12.0)
-    assert ssm._ssd_block_factored(x, big, A, B, C, S0, 16, 2) is None
+    assert ssd._ssd_block_factored(x, big, A, B, C, S0, 16, 2) is None
     # ... and ssd_chunked stays exact through the fallback
     torch.testing.assert_close(ssd_chunked(x, big, A, B, C, 16), ssd_naive(x, big, A, B, C),
                                atol=1e-4, rtol=0)
@@ -306,6 +306,19 @@ def test_backend_option_and_cpu_fallback():
         Mamba2(16, headdim=8, backend="cuda")(u)
     with pytest.raises(ValueError, match="CUDA"):
         Mamba1(16, backend="cuda")(u)
+
+
+def test_ssm_module_reexports_each_concept_module():
+    # eegm2.py, the benchmarks and user code import from layers.ssm: one definition per name
+    import workbench.models.layers.selective_scan as scan_module
+
+    assert ssm.Mamba2 is mamba.Mamba2 and ssm.Mamba1 is mamba.Mamba1
+    assert ssm.GatedRMSNorm is mamba.GatedRMSNorm
+    assert ssm.ssd_chunked is ssd.ssd_chunked and ssm.ssd_naive is ssd.ssd_naive
+    assert ssm.selective_scan is scan_module.selective_scan
+    assert ssm.mamba_ssm_available is mamba_backend.mamba_ssm_available
+    assert all(hasattr(ssm, name) for name in ssm.__all__)
+    assert not hasattr(ssm, "ssd_minimal_listing")  # a benchmark peer, not a library path
 
 
 def test_headdim_must_divide_the_inner_width():

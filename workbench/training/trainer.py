@@ -20,6 +20,13 @@ Objective hooks (called when present):
 
 Both get the unwrapped model. State an objective changes there (EMA teachers, loss weights)
 must live in its ``state_dict`` (parameters, buffers or ``get_extra_state``) to be resumed.
+
+No host synchronisation per step: the loss, the gradient norm and the objective's logs (Python
+numbers or 0-d tensors; tensors are preferred, as ``float(tensor)`` in an objective waits for
+the GPU) are summed on the device and read back only every ``cfg.log_every`` steps and at the
+end of the epoch, where a non-finite loss is also reported (with the step it first occurred).
+Batches are copied with ``non_blocking=True`` on CUDA, which overlaps the copy with compute
+when the loader pins memory (``DataLoader(pin_memory=True)``).
 """
 
 from __future__ import annotations
@@ -124,6 +131,61 @@ def _plain(v: Any) -> Any:
     if isinstance(v, bool | int):
         return int(v)
     return float(v)
+
+
+def _as_floats(values: Mapping[str, Any]) -> dict[str, float]:
+    """Python floats of numbers and 0-d tensors, with one device read for all the tensors."""
+    keys = [k for k, v in values.items() if torch.is_tensor(v)]
+    out = {k: _plain(v) for k, v in values.items() if not torch.is_tensor(v)}
+    if keys:
+        devices = {values[k].device for k in keys}
+        if len(devices) == 1:  # the usual case: one copy to the host
+            read = torch.stack([values[k].detach().reshape(()).double() for k in keys]).tolist()
+        else:
+            read = [_plain(values[k]) for k in keys]
+        out.update(zip(keys, read))
+    return {k: float(out[k]) for k in values}
+
+
+class _StepSums:
+    """Sample-weighted sums of per-step values, kept on the device until they are read.
+
+    ``add`` takes Python numbers or 0-d tensors; a tensor joins its running sum without a host
+    synchronisation, so the training loop never waits for the GPU between logging intervals.
+    The first step whose loss is not finite is tracked on the device as well.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Any] = {}  # float or 0-d float64 tensor
+        self.counts: dict[str, float] = {}
+        self.n = 0
+        self.first_bad: torch.Tensor | None = None  # step number, -1 while all losses are finite
+
+    def add(self, values: Mapping[str, Any], n: int) -> None:
+        for k, v in values.items():
+            if torch.is_tensor(v):
+                v = v.detach().reshape(()).double()
+            elif isinstance(v, np.generic):
+                v = v.item()
+            self.sums[k] = self.sums.get(k, 0.0) + v * n
+            self.counts[k] = self.counts.get(k, 0.0) + n
+        self.n += n
+
+    def watch(self, loss: torch.Tensor, step: int) -> None:
+        """Remember ``step`` if ``loss`` is the first non-finite loss (no synchronisation)."""
+        bad = ~torch.isfinite(loss.detach())
+        if self.first_bad is None:
+            self.first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+        self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
+
+    def check_finite(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        """Raise ``FloatingPointError`` if a watched loss was not finite (reads the device)."""
+        if self.first_bad is None:
+            return
+        step = int(self.first_bad)
+        if step >= 0:
+            raise FloatingPointError(f"Non-finite loss at epoch {epoch}, step {step} "
+                                     f"(logs at detection: {dict(logs or {})}).")
 
 
 class _JsonlLog:
@@ -376,9 +438,8 @@ class Trainer:
         params = [p for g in opt.param_groups for p in g["params"]]
         obj_params = self._trainable_objective_params()
         step_hook = getattr(self.objective, "on_step_end", None)
-        sums: dict[str, float] = {}
-        counts: dict[str, float] = {}
-        n_total, lr = 0, opt.param_groups[0]["lr"]
+        acc = _StepSums()
+        lr = opt.param_groups[0]["lr"]
         bar = tqdm(total=spe, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not (cfg.progress and self.is_main), dynamic_ncols=True)
         try:
@@ -395,49 +456,54 @@ class Trainer:
                 lr = opt.param_groups[0]["lr"]
                 with self.autocast():
                     loss, logs = self.objective(self.net, batch)
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(f"Non-finite loss {loss_value} at epoch {epoch + 1}, "
-                                             f"step {self.global_step + 1} (logs: {logs}).")
+                # Values stay on the device (no .item() / float(tensor) per step): see the
+                # module docstring; they are read at logging intervals and at the epoch end.
+                acc.watch(loss, self.global_step + 1)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if self.dist.enabled and obj_params:
                     average_gradients(obj_params)
-                step_logs = {"loss": loss_value}
-                step_logs.update({k: _plain(v) for k, v in (logs or {}).items() if k != "loss"})
+                step_logs = {"loss": loss.detach()}
+                step_logs.update({k: v for k, v in (logs or {}).items() if k != "loss"})
                 if cfg.grad_clip:
-                    norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    step_logs["grad_norm"] = float(norm)
+                    step_logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
                 sched.step()
                 self.global_step += 1
                 if callable(step_hook):
                     step_hook(self.model, self.global_step, self.total_steps)
-                for k, v in step_logs.items():
-                    sums[k] = sums.get(k, 0.0) + v * n
-                    counts[k] = counts.get(k, 0.0) + n
-                n_total += n
+                acc.add(step_logs, n)
                 bar.update(1)
                 if self.global_step % max(1, cfg.log_every) == 0:
-                    bar.set_postfix(loss=f"{loss_value:.4g}", lr=f"{lr:.3g}")
-                    log.write("step", epoch=epoch + 1, step=self.global_step, lr=lr, **step_logs)
+                    values = _as_floats(step_logs)  # host reads only at logging intervals
+                    acc.check_finite(epoch + 1, values)
+                    bar.set_postfix(loss=f"{values['loss']:.4g}", lr=f"{lr:.3g}")
+                    log.write("step", epoch=epoch + 1, step=self.global_step, lr=lr, **values)
         finally:
             bar.close()
-        means, n_total = self._reduce_means(sums, counts, n_total)
+        acc.check_finite(epoch + 1)
+        means, n_total = self._reduce_means(acc)
         return means, n_total, lr
 
-    def _reduce_means(self, sums: dict[str, float], counts: dict[str, float],
-                      n: int) -> tuple[dict[str, float], int]:
-        """Sample-weighted means over every rank (a key counts the samples it was logged for)."""
-        keys = sorted(sums)
+    def _reduce_means(self, acc: _StepSums) -> tuple[dict[str, float], int]:
+        """Sample-weighted means over every rank (a key counts the samples it was logged for).
+
+        The sums are read from the device here, once per epoch (one all-reduce under torchrun).
+        """
+        keys = sorted(acc.sums)
         if self.dist.enabled:
-            t = torch.tensor([sums[k] for k in keys] + [counts[k] for k in keys] + [float(n)],
-                             dtype=torch.float64, device=self.device)
+            parts = [torch.as_tensor(acc.sums[k], dtype=torch.float64, device=self.device)
+                     for k in keys]
+            parts += [torch.tensor([acc.counts[k] for k in keys] + [float(acc.n)],
+                                   dtype=torch.float64, device=self.device)]
+            t = torch.cat([p.reshape(-1) for p in parts])
             all_reduce_sum(t)
             vals = t.tolist()
             m = len(keys)
             sums, counts = dict(zip(keys, vals[:m])), dict(zip(keys, vals[m:2 * m]))
             n = int(vals[-1])
+        else:
+            sums, counts, n = _as_floats(acc.sums), acc.counts, acc.n
         order = ["loss"] + [k for k in keys if k != "loss"] if "loss" in sums else keys
         return {k: sums[k] / max(counts[k], 1.0) for k in order}, n
 
@@ -450,22 +516,17 @@ class Trainer:
         obj_training = isinstance(self.objective, nn.Module) and self.objective.training
         if isinstance(self.objective, nn.Module):
             self.objective.eval()
-        sums: dict[str, float] = {}
-        counts: dict[str, float] = {}
-        n_total = 0
+        acc = _StepSums()
         try:
             for batch in loader:
                 batch = move_to_device(batch, self.device)
                 n = batch_size(batch)
                 with self.autocast():
                     loss, logs = self.objective(self.net, batch)
-                vals = {"loss": float(loss)}
-                vals.update({k: _plain(v) for k, v in (logs or {}).items() if k != "loss"})
-                for k, v in vals.items():
-                    sums[k] = sums.get(k, 0.0) + v * n
-                    counts[k] = counts.get(k, 0.0) + n
-                n_total += n
-            means, _ = self._reduce_means(sums, counts, n_total)
+                vals = {"loss": loss}
+                vals.update({k: v for k, v in (logs or {}).items() if k != "loss"})
+                acc.add(vals, n)  # on the device; read once below
+            means, _ = self._reduce_means(acc)
             out = {f"val_{k}": v for k, v in means.items()}
             if self.val_metrics is not None:
                 extra = self.val_metrics(self.model, loader)
