@@ -366,9 +366,10 @@ class _FoldContext:
         groups = self.m.finetune_param_groups(model, self.prof, pretrained=self.state is not None)
         if self.mode == "lora":
             groups = _adapters_at_new_layer_rate(model, groups, cfg.lr)
-        train = make_loader(train_ds, cfg.batch_size, shuffle=True, seed=seed)
-        val = make_loader(val_ds or train_ds, 256, shuffle=False)
-        test = make_loader(test_ds, 256, shuffle=False)
+        pin = get_device(self.device).type == "cuda"  # pinned pages: asynchronous copies
+        train = make_loader(train_ds, cfg.batch_size, shuffle=True, seed=seed, pin_memory=pin)
+        val = make_loader(val_ds or train_ds, 256, shuffle=False, pin_memory=pin)
+        test = make_loader(test_ds, 256, shuffle=False, pin_memory=pin)
         trainer = Trainer(model, self.m.finetune_objective(store), cfg, fold_dir,
                           device=self.device, param_groups=groups, model_spec=spec,
                           val_metrics=selection_metrics(metric))

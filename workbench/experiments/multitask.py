@@ -81,7 +81,7 @@ class MultiTaskObjective(nn.Module):
         logits, y = out["logits"], batch["y"]
         loss = F.cross_entropy(logits.float(), y, ignore_index=-1)
         acc = (logits.argmax(1) == y).float().mean()
-        return loss, {"loss": float(loss.detach()), "acc": float(acc), f"loss_t{t}": float(loss)}
+        return loss, {"loss": loss.detach(), "acc": acc, f"loss_t{t}": loss.detach()}
 
 
 class RoundRobinLoader:

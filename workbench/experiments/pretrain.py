@@ -20,7 +20,7 @@ from ..data.store import WindowStore
 from ..methods import Method, get_method
 from ..runs import RunFolder, RunLayout
 from ..training import Trainer, load_checkpoint
-from ..utils import file_digest, get_logger, seed_everything
+from ..utils import file_digest, get_device, get_logger, seed_everything
 
 log = get_logger("experiments")
 
@@ -107,9 +107,12 @@ def pretrain(method: str | Method, stores: Sequence[WindowStore], *,
         n_val = max(1, int(round(val_fraction * len(s))))
         val_idx.append(np.sort(perm[:n_val]))
         train_idx.append(np.sort(perm[n_val:]))
+    pin = get_device(device).type == "cuda"  # pinned pages: asynchronous host-to-GPU copies
     train = make_loader(m.pretrain_dataset(stores, vocab, train_idx), cfg.batch_size,
-                        shuffle=True, seed=seed, drop_last=True, num_workers=cfg.num_workers)
-    val = make_loader(m.pretrain_dataset(stores, vocab, val_idx), cfg.batch_size, shuffle=False)
+                        shuffle=True, seed=seed, drop_last=True, num_workers=cfg.num_workers,
+                        pin_memory=pin)
+    val = make_loader(m.pretrain_dataset(stores, vocab, val_idx), cfg.batch_size, shuffle=False,
+                      pin_memory=pin)
     t0 = time.perf_counter()
     trainer = Trainer(model, objective, cfg, run.path, device=device, model_spec=spec)
     history = trainer.fit(train, val, resume=resume)

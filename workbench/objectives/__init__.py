@@ -1,7 +1,8 @@
 """Training objectives: ``loss, logs = objective(model, batch)``; the Trainer knows nothing else.
 
 Each objective is an ``nn.Module`` that calls the model on the batch and returns a scalar loss
-and a ``dict[str, float]`` of logs (see ``docs/contracts.md``).
+and a dict of logs, each a float or a detached 0-d tensor (preferred: the Trainer reads them only
+at log intervals, so the training loop does not wait for the GPU every step; see ``docs/contracts.md``).
 """
 
 from .classification import ClassificationObjective
