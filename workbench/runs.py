@@ -117,11 +117,14 @@ class RunLayout:
 
     ``layout.run("pretrain", method, label, settings)`` is the :class:`RunFolder` of those
     settings: ``<run_dir>/<method>/<stage>/<label>-<8 hex digits of the settings' hash>``.
-    Relative ``run_dir`` paths resolve against :func:`project_root`.
+    Relative ``run_dir`` paths resolve against :func:`project_root`; an empty one is
+    ``runs/<profile>``, where ``workbench reproduce --profile <profile>`` writes.
     """
 
-    def __init__(self, run_dir: str | os.PathLike = "runs/manual") -> None:
-        self.root = resolve_path(run_dir)
+    def __init__(self, run_dir: str | os.PathLike = "", profile: str = "smoke") -> None:
+        # empty: the reproduction's folder of the profile, so a notebook opened on its own
+        # finds (and adds to) the runs of `workbench reproduce --profile <profile>`
+        self.root = resolve_path(run_dir or Path("runs") / str(profile))
 
     def __repr__(self) -> str:
         return f"RunLayout({str(self.root)!r})"

@@ -22,8 +22,12 @@ CACHE_VERSION = 2  # 2: sfreq and labels in the key, subjects used/available in 
 
 
 def default_cache_dir() -> Path:
-    """``$WORKBENCH_CACHE`` or ``.cache/workbench`` in the current folder."""
-    return Path(os.environ.get("WORKBENCH_CACHE", ".cache/workbench"))
+    """``$WORKBENCH_CACHE`` or ``.cache/workbench``; relative paths resolve against the project
+    root (:func:`workbench.runs.project_root`), so a notebook run from ``notebooks/`` in
+    JupyterLab shares the stores of ``workbench reproduce``."""
+    from ..runs import resolve_path
+
+    return resolve_path(os.environ.get("WORKBENCH_CACHE", ".cache/workbench"))
 
 
 def is_synthetic(dataset: str) -> bool:
