@@ -6,7 +6,9 @@ and a ``dict[str, float]`` of logs (see ``docs/contracts.md``).
 
 from .classification import ClassificationObjective
 from .contrastive import ContrastiveObjective, nt_xent_loss, random_resized_crop
+from .forecasting import ForecastingObjective, forecasting_loss
 from .reconstruction import ReconstructionObjective, percentile_scale, reconstruction_loss
 
 __all__ = ["ClassificationObjective", "ContrastiveObjective", "ReconstructionObjective",
            "nt_xent_loss", "percentile_scale", "random_resized_crop", "reconstruction_loss"]
+__all__ += ["ForecastingObjective", "forecasting_loss"]
