@@ -162,3 +162,42 @@ def test_preprocess_notebook(smoke):
     assert m["recordings_with_blink_excluded"] >= 1  # ICLabel found the synthetic blinks
     assert 0 < m["n_excluded"] < m["n_components"]
     assert m["cached_rerun_all_from_cache"] is True
+
+
+def test_trace_notebooks(smoke):
+    # Trace pre-training: the forecasting loss falls for every horizon (from the history table)
+    import pandas as pd
+
+    hist = pd.read_csv(smoke["root"] / "run" / "tables" / "03_pretrain__trace__history.csv")
+    for h in ("h1", "h2", "h4"):
+        assert hist[h].iloc[-1] < 0.8 * hist[h].iloc[0], (h, hist[h].tolist())
+    assert 0.9 < hist["balance"].iloc[-1] < 1.5  # E * sum f_i P_i: 1 for uniform routing
+    ft = smoke["metrics"]["04_finetune__trace"]
+    assert ft["selection_metric"] == "auc_pr" and ft["n_folds"] == 1
+    assert ft["baseline_accuracy"] > 0.6
+    # Trace and its from-scratch twin: bounds only. At this scale (64 training windows of one
+    # subject, ~50 steps) neither beats chance reliably; the DE baseline does (class = band power)
+    assert 0 <= ft["accuracy"] <= 1 and 0 <= ft["scratch_accuracy"] <= 1
+    ablations = smoke["metrics"]["05_ablations__trace"]
+    assert set(ablations) == {f"accuracy_{v}" for v in
+                              ["trace", "non_moe", "vanilla_moe", "mean_temporal", "no_balance",
+                               "scratch"]}
+    # 05 found 04's runs (same settings): the same numbers
+    assert math.isclose(ablations["accuracy_trace"], ft["accuracy"], rel_tol=1e-9)
+    assert math.isclose(ablations["accuracy_scratch"], ft["scratch_accuracy"], rel_tol=1e-9)
+
+
+def test_expert_routing_notebook(smoke):
+    m = smoke["metrics"]["10_expert_routing__trace"]
+    for s in ("balance", "no_balance"):
+        assert 0 <= m[f"mean_jaccard_{s}"] <= 1 and 0 < m[f"jaccard_p_lower_{s}"] <= 1
+        assert 0 <= m[f"association_v_{s}"] <= 1 and 0 < m[f"association_p_{s}"] <= 1
+    assert m["n_experts"] == 8 and m["top_k"] == 4 and m["n_windows"] == 360
+    assert m["jaccard_rises_without_balance"] == (m["mean_jaccard_no_balance"]
+                                                  > m["mean_jaccard_balance"])
+    # the routing notebook found the pre-trainings of 03 and 05 (no extra run folders)
+    pre = smoke["root"] / "run" / "trace" / "pretrain"
+    assert len(list(pre.glob("trace-*"))) == 5  # default, non_moe, vanilla, mean, no_balance
+    figs = smoke["root"] / "figures"
+    for name in ("jaccard", "routing_weights", "routing_over_time", "frequencies"):
+        assert (figs / f"10_expert_routing__trace__{name}.csv").exists(), name

@@ -67,3 +67,21 @@ def test_fixed_subject_split_on_eegmat(shared_data, cache):
               test_subjects=["10", "11"], **common)
     assert ft["protocol"] == "fixed" and ft["n_folds"] == 1 and ft["n_confounded_folds"] == 0
     assert 0 <= ft["balanced_accuracy"] <= 1 and 0 <= ft["baseline_balanced_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("dataset,folder", [("eegmat", "eegmat"), ("eegmmidb", "eegmmidb")])
+def test_trace_notebooks_on_real_data(dataset, folder, shared_data, cache):
+    """Trace pre-trained and fine-tuned on one real dataset (200 Hz; 5 s windows on eegmat,
+    4 s on EEGMMIDB, whose imagery trials last 4.1 s: horizons {1, 2} there), beside the DE
+    baseline on the same folds, as in profiles/smoke.yaml."""
+    common = {"method": "trace", "data_path": str(shared_data / folder)}
+    pre = _run("03_pretrain", cache, datasets=[dataset], **common)
+    assert pre["loss_last"] < pre["loss_first"]
+    ft = _run("04_finetune", cache, dataset=dataset, scratch_variant="scratch",
+              finetune_epochs=10, pretrain_datasets=[dataset], **common)
+    # one within-subject fold per subject read (smoke: 2 of eegmat's 12, EEGMMIDB has S001);
+    # eegmat's folds are flagged: each class is one recording there
+    assert ft["n_folds"] == (2 if dataset == "eegmat" else 1)
+    assert ft["n_confounded_folds"] == (2 if dataset == "eegmat" else 0)
+    for key in ("balanced_accuracy", "baseline_balanced_accuracy", "scratch_accuracy"):
+        assert 0 <= ft[key] <= 1, ft

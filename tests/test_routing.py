@@ -10,12 +10,16 @@ import torch
 
 from workbench.analysis.routing import (
     ROUTING_COLUMNS,
+    cramers_v,
     expert_frequencies,
     jaccard_matrix,
+    jaccard_permutation,
     mean_pairwise_jaccard,
     mean_routing_weights,
+    routing_association,
     routing_summary,
     routing_table,
+    routing_timeline,
     task_specific_experts,
     top_experts,
     universal_experts,
@@ -130,3 +134,74 @@ def test_routing_table_of_a_trace_batch():
         assert got.tolist() == r["experts"].reshape(-1).tolist()
     freq = expert_frequencies(table, n_experts=4)
     np.testing.assert_allclose(freq["frequency"].sum(), 1.0)
+
+
+# ----------------------------------------------------------------------------- chance levels
+def windows_table(prefs: dict[str, list[int]], n_windows: int = 12, seed: int = 0,
+                  noise: float = 0.0) -> pd.DataFrame:
+    """One decision per window and step (k = 1): dataset ``d`` picks from ``prefs[d]`` (or,
+    with probability ``noise``, any of 8 experts)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for ds, experts in prefs.items():
+        for w in range(n_windows):
+            for step in range(4):
+                e = rng.integers(8) if rng.random() < noise else experts[(w + step) % len(experts)]
+                rows.append({"dataset": ds, "window": w, "layer": 0, "step": step, "channel": -1,
+                             "rank": 0, "expert": int(e), "weight": 1.0})
+    return pd.DataFrame(rows, columns=list(ROUTING_COLUMNS))
+
+
+def test_cramers_v_hand_computed():
+    assert cramers_v(np.array([[10, 0], [0, 10]])) == pytest.approx(1.0)
+    assert cramers_v(np.array([[5, 5], [5, 5]])) == pytest.approx(0.0)
+    # chi2 of [[6, 4], [2, 8]]: expected [[4, 6], [4, 6]] -> 1 + 2/3 + 1 + 2/3 = 10/3; n = 20
+    assert cramers_v(np.array([[6, 4], [2, 8]])) == pytest.approx(np.sqrt(10 / 3 / 20))
+    # an all-zero column is left out
+    assert cramers_v(np.array([[6, 4, 0], [2, 8, 0]])) == pytest.approx(np.sqrt(10 / 3 / 20))
+
+
+def test_association_separates_dataset_specific_from_shared_routing():
+    specific = windows_table({"A": [0, 1, 2, 3], "B": [4, 5, 6, 7]})
+    res = routing_association(specific, n_permutations=200, seed=0)
+    assert res["statistic"] == pytest.approx(1.0)
+    assert res["p_value"] == pytest.approx(1 / 201)  # no permutation reaches V = 1
+    assert res["null_mean"] < 0.5 and res["n_units"] == 24
+    shared = windows_table({"A": [0, 1, 2, 3], "B": [0, 1, 2, 3]})
+    res = routing_association(shared, n_permutations=200, seed=0)
+    assert res["statistic"] == pytest.approx(0.0, abs=1e-12) and res["p_value"] == 1.0
+    # a group that varies inside a unit is refused
+    with pytest.raises(ValueError, match="varies inside a unit"):
+        routing_association(specific, units=("window",))
+
+
+def test_jaccard_permutation_against_exchangeable_datasets():
+    table = windows_table({"A": [0, 1, 2, 3], "B": [4, 5, 6, 7], "C": [0, 1, 4, 5]})
+    res = jaccard_permutation(table, k=4, n_permutations=100, seed=0)
+    # hand: A-B 0/8, A-C 2/6, B-C 2/6 -> mean 2/9
+    assert res["observed"] == pytest.approx(2 / 9)
+    assert res["observed"] == pytest.approx(mean_pairwise_jaccard(
+        routing_summary(table)["top"]))
+    assert res["null_mean"] > 0.5 and res["p_lower"] < 0.1
+    same = jaccard_permutation(windows_table({"A": [0, 1, 2, 3], "B": [0, 1, 2, 3]}), k=4,
+                               n_permutations=50, seed=0)
+    assert same["observed"] == pytest.approx(1.0) and same["p_lower"] == 1.0
+
+
+def test_routing_timeline_hand_computed():
+    # window 7 starts at 10 s, window 9 at 20 s; patches of 1 s; two layers, k = 2
+    rows = [
+        ("x", 7, 0, 0, -1, 0, 1, 0.6), ("x", 7, 0, 0, -1, 1, 2, 0.3),
+        ("x", 7, 1, 0, -1, 0, 1, 0.5), ("x", 7, 1, 0, -1, 1, 0, 0.4),
+        ("x", 9, 0, 1, -1, 0, 3, 0.8), ("x", 9, 0, 1, -1, 1, 1, 0.1),
+        ("x", 9, 1, 1, -1, 0, 3, 0.7), ("x", 9, 1, 1, -1, 1, 2, 0.2),
+    ]
+    table = pd.DataFrame(rows, columns=list(ROUTING_COLUMNS))
+    tl = routing_timeline(table, {7: 10.0, 9: 20.0}, patch_s=1.0, n_experts=4)
+    assert list(tl.index) == [10.0, 21.0] and list(tl.columns) == [0, 1, 2, 3]
+    np.testing.assert_allclose(tl.loc[10.0].to_numpy(), [0.2, 0.55, 0.15, 0.0])
+    np.testing.assert_allclose(tl.loc[21.0].to_numpy(), [0.0, 0.05, 0.1, 0.75])
+    layer1 = routing_timeline(table, {7: 10.0, 9: 20.0}, patch_s=1.0, n_experts=4, layer=1)
+    np.testing.assert_allclose(layer1.loc[21.0].to_numpy(), [0.0, 0.0, 0.2, 0.7])
+    with pytest.raises(ValueError, match="start time"):
+        routing_timeline(table, {7: 10.0}, patch_s=1.0)

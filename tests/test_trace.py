@@ -311,9 +311,17 @@ def test_classifier_loads_pretrained_encoder():
         assert loaded and not any(k.startswith("heads") for k in loaded)
         out = clf(x, ch_mask=ch_mask)
         assert out["logits"].shape == (2, 3)
-        torch.testing.assert_close(out["embedding"], pre(x, ch_mask=ch_mask)["embedding"], **TOL)
-        expected = F.linear(out["embedding"], clf.head.weight, clf.head.bias) if head == \
-            "linear" else clf.head(out["embedding"])
+        ref = pre(x, ch_mask=ch_mask)
+        torch.testing.assert_close(out["tokens"], ref["tokens"], **TOL)  # the same encoder
+        if head == "linear":  # a Linear on the pooled tokens
+            torch.testing.assert_close(out["embedding"], ref["embedding"], **TOL)
+            expected = F.linear(out["embedding"], clf.head.weight, clf.head.bias)
+        else:  # first MLP layer on every token, mean over the real channels and steps
+            w = ch_mask[:, :, None, None].float()
+            pooled = (clf.head_in(ref["tokens"]) * w).sum((1, 2)) / (w.sum((1, 2))
+                                                                    * ref["tokens"].shape[2])
+            torch.testing.assert_close(out["embedding"], pooled, **TOL)
+            expected = clf.head(pooled)
         torch.testing.assert_close(out["logits"], expected, **TOL)
     other = create_model("trace_classifier", None, **{**SMALL, "n_experts": 3})
     with pytest.raises(ValueError, match=r"unexpected keys.*experts\.3.*shape mismatches.*router"):

@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["ROUTING_COLUMNS", "expert_frequencies", "jaccard_matrix", "mean_pairwise_jaccard",
-           "mean_routing_weights", "routing_summary", "routing_table", "task_specific_experts",
-           "top_experts", "universal_experts"]
+__all__ = ["ROUTING_COLUMNS", "cramers_v", "expert_frequencies", "jaccard_matrix",
+           "jaccard_permutation", "mean_pairwise_jaccard", "mean_routing_weights",
+           "routing_association", "routing_summary", "routing_table", "routing_timeline",
+           "task_specific_experts", "top_experts", "universal_experts"]
 
 ROUTING_COLUMNS = ("dataset", "window", "layer", "step", "channel", "rank", "expert", "weight")
 
@@ -207,3 +208,145 @@ def routing_summary(table: pd.DataFrame, k: int = 4, n_experts: int | None = Non
     return {"frequencies": freq, "top": top, "jaccard": jaccard_matrix(top),
             "mean_jaccard": mean_pairwise_jaccard(top), "universal": universal_experts(top),
             "task_specific": task_specific_experts(top)}
+
+
+# ----------------------------------------------------------------------------- chance levels
+def _unit_counts(table: pd.DataFrame, group: str, units: Sequence[str], n_experts: int | None
+                 ) -> tuple[np.ndarray, np.ndarray, list]:
+    """Expert counts per unit (n_units, E) and each unit's group code (n_units,)."""
+    units = list(units)
+    missing = sorted({group, "expert", *units} - set(table.columns))
+    if missing:
+        raise ValueError(f"The routing table lacks the columns {missing}.")
+    E = int(table["expert"].max()) + 1 if n_experts is None else int(n_experts)
+    keys = table[units].drop_duplicates().reset_index(drop=True)
+    unit = (table[units].merge(keys.reset_index(), on=units, how="left")["index"]
+            .to_numpy())  # unit code of every row
+    counts = np.zeros((len(keys), E))
+    np.add.at(counts, (unit, table["expert"].to_numpy(np.int64)), 1.0)
+    per_unit = table.groupby(unit)[group].nunique()
+    if (per_unit > 1).any():
+        raise ValueError(f"routing_association: column {group!r} varies inside a unit "
+                         f"{units}; choose units nested in the groups.")
+    first = table.groupby(unit)[group].first().sort_index()
+    names = sorted(first.unique(), key=str)
+    codes = first.map({g: i for i, g in enumerate(names)}).to_numpy()
+    return counts, codes, names
+
+
+def cramers_v(contingency: np.ndarray) -> float:
+    """Cramer's V of a contingency table (rows x columns of counts); 0 = independence.
+
+    Columns or rows that are all zero are left out; NaN for fewer than two of either.
+    """
+    c = np.asarray(contingency, dtype=float)
+    c = c[c.sum(1) > 0][:, c.sum(0) > 0]
+    if min(c.shape) < 2:
+        return float("nan")
+    n = c.sum()
+    expected = c.sum(1, keepdims=True) * c.sum(0, keepdims=True) / n
+    chi2 = ((c - expected) ** 2 / expected).sum()
+    return float(np.sqrt(chi2 / (n * (min(c.shape) - 1))))
+
+
+def _permutation_p(observed: float, null: np.ndarray, greater: bool) -> float:
+    hits = (null >= observed - 1e-12) if greater else (null <= observed + 1e-12)
+    return float((1 + hits.sum()) / (1 + len(null)))
+
+
+def routing_association(table: pd.DataFrame, group: str = "dataset",
+                        units: Sequence[str] = ("dataset", "window"),
+                        n_permutations: int = 1000, seed: int = 0,
+                        n_experts: int | None = None) -> dict[str, float]:
+    """Is the expert choice associated with ``group`` above chance? A permutation test.
+
+    The statistic is Cramer's V of the ``group`` x expert table of selection counts; the null
+    distribution comes from permuting the group labels across ``units`` (windows by default),
+    which keeps every window's routing intact.
+
+    Returns
+    -------
+    dict
+        ``statistic`` (observed V), ``null_mean``, ``null_std``, ``p_value`` (share of
+        permutations with a V at least as large, counting the observed one), ``n_units``.
+    """
+    counts, codes, names = _unit_counts(table, group, units, n_experts)
+    G = len(names)
+
+    def v_of(c: np.ndarray) -> float:
+        onehot = np.eye(G)[c]  # (n_units, G)
+        return cramers_v(onehot.T @ counts)  # (G, E)
+
+    observed = v_of(codes)
+    rng = np.random.default_rng(seed)
+    null = np.array([v_of(rng.permutation(codes)) for _ in range(n_permutations)])
+    return {"statistic": observed, "null_mean": float(null.mean()),
+            "null_std": float(null.std()), "p_value": _permutation_p(observed, null, True),
+            "n_units": int(len(codes))}
+
+
+def _top_sets(group_counts: np.ndarray, k: int) -> list[set[int]]:
+    # ties to the lower expert id, as top_experts: a stable sort of the negated counts
+    order = np.argsort(-group_counts, axis=1, kind="stable")[:, :k]
+    return [set(map(int, row)) for row in order]
+
+
+def _mean_jaccard_sets(sets: list[set[int]]) -> float:
+    vals = [len(a & b) / len(a | b) for a, b in combinations(sets, 2) if a | b]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def jaccard_permutation(table: pd.DataFrame, k: int = 4, group: str = "dataset",
+                        units: Sequence[str] = ("dataset", "window"),
+                        n_permutations: int = 1000, seed: int = 0,
+                        n_experts: int | None = None) -> dict[str, float]:
+    """The mean pairwise Jaccard of the groups' top-``k`` sets against chance.
+
+    Under the null the datasets are exchangeable (labels permuted across windows), so their
+    top-``k`` sets tend to coincide: an observed Jaccard well below the null mean says the
+    datasets prefer different experts.
+
+    Returns
+    -------
+    dict
+        ``observed``, ``null_mean``, ``null_std``, ``p_lower`` (share of permutations with a
+        Jaccard at most the observed one, counting the observed one: small = more
+        dataset-specific than chance) and ``n_units``.
+    """
+    counts, codes, names = _unit_counts(table, group, units, n_experts)
+    G = len(names)
+
+    def jac(c: np.ndarray) -> float:
+        return _mean_jaccard_sets(_top_sets(np.eye(G)[c].T @ counts, k))
+
+    observed = jac(codes)
+    rng = np.random.default_rng(seed)
+    null = np.array([jac(rng.permutation(codes)) for _ in range(n_permutations)])
+    return {"observed": observed, "null_mean": float(null.mean()),
+            "null_std": float(null.std()), "p_lower": _permutation_p(observed, null, False),
+            "n_units": int(len(codes))}
+
+
+def routing_timeline(table: pd.DataFrame, window_start_s: Mapping[int, float], patch_s: float,
+                     n_experts: int | None = None, layer: int | None = None) -> pd.DataFrame:
+    """Routing weight of every expert over time: time (s) x experts.
+
+    ``window_start_s`` maps the table's ``window`` ids to their start in the recording; step
+    ``t`` of a window starts at ``start + t * patch_s``. Weights are summed over the ``k``
+    chosen experts of a decision and averaged over layers (or of one ``layer``) and channels.
+    """
+    if layer is not None:
+        table = table[table["layer"] == layer]
+    E = int(table["expert"].max()) + 1 if n_experts is None else int(n_experts)
+    starts = table["window"].map(dict(window_start_s))
+    if starts.isna().any():
+        raise ValueError("routing_timeline: windows without a start time: "
+                         f"{sorted(table.loc[starts.isna(), 'window'].unique())[:5]}.")
+    t = (starts + table["step"] * patch_s).round(6)
+    decisions = table.assign(time=t).drop_duplicates(["time", "layer", "channel"]).groupby(
+        "time").size()
+    sums = (table.assign(time=t)
+            .pivot_table(index="time", columns="expert", values="weight", aggfunc="sum",
+                         fill_value=0.0)
+            .reindex(columns=range(E), fill_value=0.0))
+    return sums.div(decisions, axis=0)

@@ -16,9 +16,11 @@ with :func:`load_pretrained_encoder`. :meth:`TraceEncoder.stream` feeds a record
 patch with cached keys/values and routing contexts. :data:`TRACE_ABLATIONS` names the
 paper's ablations, each a set of constructor keywords.
 
-Channel ids and rate ids are accepted for the common signature and not used: Trace encodes
-electrode layout through the channel order (MS-ChPE), and expects one sampling rate (the paper
-resamples to 200 Hz; ``patch_len`` is the number of samples of one patch at that rate).
+Trace encodes electrode layout through the channel order (MS-ChPE): channel ids only put the
+channels in the fixed spatial (10-05) order of the channel vocabulary (``channel_order="ids"``),
+so one encoder takes any montage, padding channels (``ch_mask``) included. Rate ids are accepted
+for the common signature and not used: Trace expects one sampling rate (the paper resamples to
+200 Hz; ``patch_len`` is the number of samples of one patch at that rate).
 
 References
 ----------
@@ -57,8 +59,9 @@ _PAPER: dict[str, Any] = dict(
     top_k=2, n_shared=1, n_queries=4, tf_heads=4, conv_kernels=(3, 7, 15), conv_filters=16,
     conv_stride=4, chpe_kernels=(3, 7), dropout=0.0,
 )
+# tiny: 8 experts (not 4) so a dataset's top-4 is a choice (the routing analysis's Jaccard)
 _TINY: dict[str, Any] = dict(
-    patch_len=200, d_model=32, n_layers=2, n_heads=2, expert_hidden=32, n_experts=4, top_k=2,
+    patch_len=200, d_model=32, n_layers=2, n_heads=2, expert_hidden=32, n_experts=8, top_k=2,
     n_shared=1, n_queries=4, tf_heads=2, conv_kernels=(3, 7, 15), conv_filters=4,
     conv_stride=8, chpe_kernels=(3, 7), dropout=0.0,
 )
@@ -67,7 +70,7 @@ ENCODER_FIELDS: tuple[str, ...] = (
     "patch_len", "d_model", "n_layers", "n_heads", "n_kv_heads", "expert_hidden", "n_experts",
     "top_k", "n_shared", "ffn", "router", "n_queries", "tf_heads", "normalize_topk",
     "conv_kernels", "conv_filters", "conv_stride", "patch_branches", "fusion", "chpe_kernels",
-    "rope_base", "norm_eps", "dropout", "input_scale", "impl",
+    "rope_base", "norm_eps", "dropout", "input_scale", "channel_order", "impl",
 )
 """Constructor arguments of :class:`TraceEncoder`, shared by ``trace`` and ``trace_classifier``."""
 
@@ -176,6 +179,12 @@ class TraceEncoder(nn.Module):
     input_scale : float
         Factor on the raw input; **our default** 0.01 turns microvolts into units of 100 uV
         (as LaBraM / CBraMod), so the Huber threshold 1.0 sits at EEG scale.
+    channel_order : {"ids", "input"}
+        ``"ids"``: when ``ch_ids`` are given, the channels are put in the order of their ids
+        (the 10-05 order of the :class:`~workbench.channels.ChannelVocabulary`, a fixed spatial
+        order, so MS-ChPE sees neighbouring electrodes side by side whatever the dataset's own
+        order; padding channels last) and the outputs are put back in the input order;
+        ``"input"``: the channels as given.
     impl : {"fast", "ref"}
         Optimised layers or their reference twins (tests).
 
@@ -200,9 +209,11 @@ class TraceEncoder(nn.Module):
                  conv_filters: int = 16, conv_stride: int = 4, patch_branches: str = "both",
                  fusion: str = "gated", chpe_kernels: Sequence[int] = (3, 7),
                  rope_base: float = 10000.0, norm_eps: float = 1e-6, dropout: float = 0.0,
-                 input_scale: float = 0.01, impl: str = "fast") -> None:
+                 input_scale: float = 0.01, channel_order: str = "ids",
+                 impl: str = "fast") -> None:
         super().__init__()
         check_option("ffn", ffn, ["moe", "dense"])
+        self.channel_order = check_option("channel_order", channel_order, ["ids", "input"])
         self.config = {k: v for k, v in locals().items() if k in ENCODER_FIELDS}
         self.patch_len, self.d_model, self.input_scale = patch_len, d_model, input_scale
         self.patch_encoder = TimeFrequencyPatchEncoder(patch_len, d_model, conv_kernels,
@@ -270,14 +281,40 @@ class TraceEncoder(nn.Module):
         return {"tokens": tokens, "embedding": embedding, "aux_loss": aux, "routing": routing,
                 "patches": patches}
 
+    def channel_permutation(self, ch_ids: Tensor | None, ch_mask: Tensor | None
+                            ) -> Tensor | None:
+        """Per window, the channel order of the encoder: ``perm`` (B, C) with ``x[b,
+        perm[b]]`` sorted by channel id (padding last); None when the input order is kept."""
+        if self.channel_order == "input" or ch_ids is None:
+            return None
+        key = ch_ids.to(torch.int64)
+        if ch_mask is not None:  # padding after every real channel
+            key = torch.where(ch_mask, key, key.new_full((), torch.iinfo(torch.int64).max))
+        return torch.sort(key, dim=1, stable=True).indices  # (B, C)
+
     def forward(self, x: Tensor, ch_ids: Tensor | None = None, rate_id: Tensor | None = None,
                 ch_mask: Tensor | None = None, **unused: Any) -> dict[str, Any]:
         ch_mask = self.check_inputs(x, ch_mask)
-        return self.forward_patches(self.patchify(x), ch_mask)
+        perm = self.channel_permutation(ch_ids, ch_mask)
+        if perm is None:
+            return self.forward_patches(self.patchify(x), ch_mask)
+        x = x.gather(1, perm[:, :, None].expand_as(x))  # (B, C, T) in channel-id order
+        ch_mask = None if ch_mask is None else ch_mask.gather(1, perm)
+        out = self.forward_patches(self.patchify(x), ch_mask)
+        inv = torch.argsort(perm, dim=1)  # back to the input order
+        for key in ("tokens", "patches"):  # (B, C, N, .)
+            v = out[key]
+            out[key] = v.gather(1, inv[:, :, None, None].expand_as(v))
+        for entry in out["routing"]:
+            for key, v in entry.items():
+                if v.dim() == 4:  # token router: (B, N, C, .)
+                    entry[key] = v.gather(2, inv[:, None, :, None].expand_as(v))
+        return out
 
-    def stream(self, ch_mask: Tensor | None = None) -> TraceStream:
+    def stream(self, ch_mask: Tensor | None = None, ch_ids: Tensor | None = None
+               ) -> TraceStream:
         """A :class:`TraceStream` that feeds windows of this encoder patch by patch."""
-        return TraceStream(self, ch_mask)
+        return TraceStream(self, ch_mask, ch_ids)
 
 
 class TraceStream:
@@ -291,9 +328,16 @@ class TraceStream:
     ``torch.inference_mode()``) for inference; the encoder's mode (eval) is the caller's.
     """
 
-    def __init__(self, encoder: TraceEncoder, ch_mask: Tensor | None = None) -> None:
+    def __init__(self, encoder: TraceEncoder, ch_mask: Tensor | None = None,
+                 ch_ids: Tensor | None = None) -> None:
         self.encoder = encoder
         self.ch_mask = None if ch_mask is None else ch_mask.to(torch.bool)
+        # the channel order of the full forward (see TraceEncoder.channel_order)
+        self.perm = encoder.channel_permutation(ch_ids, self.ch_mask)
+        if self.perm is not None:
+            self.inv = torch.argsort(self.perm, dim=1)
+            if self.ch_mask is not None:
+                self.ch_mask = self.ch_mask.gather(1, self.perm)
         self.pos = 0
         self.caches = [{"attn": {}, "ffn": {}} for _ in encoder.blocks]
 
@@ -302,6 +346,8 @@ class TraceStream:
         if patch.dim() != 3 or patch.shape[-1] != enc.patch_len:
             raise ValueError(f"TraceStream.step: expected one patch of shape (B, C, "
                              f"{enc.patch_len}), got {tuple(patch.shape)}.")
+        if self.perm is not None:
+            patch = patch.gather(1, self.perm[:, :, None].expand_as(patch))
         p = (patch * enc.input_scale)[:, :, None, :]  # (B, C, 1, P)
         h = enc.embed(p, self.ch_mask)[:, 0]  # (B, C, d)
         routing = []
@@ -310,7 +356,14 @@ class TraceStream:
             if info is not None:
                 routing.append(_routing_entry(info))
         self.pos += 1
-        return {"tokens": enc.norm(h), "routing": routing, "step": self.pos - 1}
+        tokens = enc.norm(h)  # (B, C, d)
+        if self.perm is not None:
+            tokens = tokens.gather(1, self.inv[:, :, None].expand_as(tokens))
+            for entry in routing:
+                for key, v in entry.items():
+                    if v.dim() == 4:  # token router: (B, 1, C, .)
+                        entry[key] = v.gather(2, self.inv[:, None, :, None].expand_as(v))
+        return {"tokens": tokens, "routing": routing, "step": self.pos - 1}
 
 
 # ----------------------------------------------------------------------------- models
@@ -364,7 +417,7 @@ class TraceModel(nn.Module):
 
     def forward(self, x: Tensor, ch_ids: Tensor | None = None, rate_id: Tensor | None = None,
                 ch_mask: Tensor | None = None, **unused: Any) -> dict[str, Any]:
-        out = self.encoder(x, ch_mask=ch_mask)
+        out = self.encoder(x, ch_ids=ch_ids, ch_mask=ch_mask)
         tokens, P = out["tokens"], self.encoder.patch_len
         N = tokens.shape[2]
         # Only the steps whose h future patches lie inside the window (the training targets):
@@ -376,18 +429,24 @@ class TraceModel(nn.Module):
 
 @register_model("trace_classifier", presets={"tiny": _TINY, "paper": _PAPER})
 class TraceClassifier(nn.Module):
-    """Trace encoder plus a classification head on the pooled embedding.
+    """Trace encoder plus a classification head.
 
     Parameters
     ----------
     n_outputs : int
         Number of classes.
     head : {"mlp", "linear"}
-        A 3-layer MLP (the paper's fine-tuning head) or one Linear.
+        A 3-layer MLP (the paper's fine-tuning head) or one Linear on the pooled embedding.
     head_hidden : int, optional
         Hidden width of the MLP (default ``d_model``).
     head_dropout : float
         Dropout inside the MLP (per dataset in the paper, Table 9: **our default** 0.1).
+    head_pool : {"tokens", "mean"}
+        How the MLP reads the tokens (the text does not say): ``"tokens"`` (**our default**)
+        applies its first layer (Linear + SiLU) to every token and averages over real channels
+        and steps (a DeepSets-style pooling, any montage); ``"mean"`` averages the tokens first.
+        The plain mean of RMS-normalised tokens varies little between windows (on the embedded
+        corpus its spread across windows is ~1 % of its size), so a head on it learns slowly.
     n_chans, n_times, sfreq : optional
         The common signal signature; Trace takes any channel count, ``n_times`` is checked
         against ``patch_len``.
@@ -397,20 +456,23 @@ class TraceClassifier(nn.Module):
 
     Notes
     -----
-    ``forward`` returns ``logits`` (B, n_outputs), ``embedding`` (B, d) (what the head reads),
+    ``forward`` returns ``logits`` (B, n_outputs), ``embedding`` (what the head's last two
+    layers read: (B, head_hidden) for ``head_pool="tokens"``, else the pooled tokens (B, d)),
     ``tokens``, ``aux_loss`` and ``routing``.
 
     References
     ----------
     .. [1] "Trace", Appendix E (fine-tuning with a three-layer MLP head).
+    .. [2] Zaheer, M. et al. (2017). Deep Sets. NeurIPS.
     """
 
     def __init__(self, n_outputs: int = 2, head: str = "mlp", head_hidden: int | None = None,
-                 head_dropout: float = 0.1, n_chans: int | None = None,
-                 n_times: int | None = None, sfreq: float | None = None,
-                 **encoder_fields: Any) -> None:
+                 head_dropout: float = 0.1, head_pool: str = "tokens",
+                 n_chans: int | None = None, n_times: int | None = None,
+                 sfreq: float | None = None, **encoder_fields: Any) -> None:
         super().__init__()
         check_option("head", head, ["mlp", "linear"])
+        check_option("head_pool", head_pool, ["tokens", "mean"])
         encoder_fields.pop("horizons", None)
         self.encoder = TraceEncoder(**_split_encoder_fields("TraceClassifier", encoder_fields))
         P, d = self.encoder.patch_len, self.encoder.d_model
@@ -418,20 +480,31 @@ class TraceClassifier(nn.Module):
             raise ValueError(f"TraceClassifier: n_times={n_times} is not a multiple of "
                              f"patch_len={P}.")
         self.n_chans, self.n_times, self.sfreq = n_chans, n_times, sfreq
+        self.head_pool = head_pool if head == "mlp" else "mean"
         if head == "linear":
+            self.head_in: nn.Module | None = None
             self.head: nn.Module = nn.Linear(d, n_outputs)
         else:
             hh = head_hidden or d
+            self.head_in = nn.Sequential(nn.Linear(d, hh), nn.SiLU())
             self.head = nn.Sequential(
-                nn.Linear(d, hh), nn.SiLU(), nn.Dropout(head_dropout),
-                nn.Linear(hh, hh), nn.SiLU(), nn.Dropout(head_dropout),
+                nn.Dropout(head_dropout), nn.Linear(hh, hh), nn.SiLU(), nn.Dropout(head_dropout),
                 nn.Linear(hh, n_outputs),
             )
 
     def forward(self, x: Tensor, ch_ids: Tensor | None = None, rate_id: Tensor | None = None,
                 ch_mask: Tensor | None = None, **unused: Any) -> dict[str, Any]:
-        out = self.encoder(x, ch_mask=ch_mask)
+        out = self.encoder(x, ch_ids=ch_ids, ch_mask=ch_mask)
         out.pop("patches")
+        if self.head_pool == "tokens":
+            h = self.head_in(out["tokens"])  # (B, C, N, hh)
+            if ch_mask is None:
+                out["embedding"] = h.mean(dim=(1, 2))
+            else:  # average over the real channels only
+                w = ch_mask.to(h.dtype)[:, :, None, None]  # (B, C, 1, 1)
+                out["embedding"] = (h * w).sum((1, 2)) / (w.sum((1, 2)) * h.shape[2])
+        elif self.head_in is not None:
+            out["embedding"] = self.head_in(out["embedding"])
         out["logits"] = self.head(out["embedding"])
         return out
 

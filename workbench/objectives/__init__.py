@@ -7,7 +7,9 @@ at log intervals, so the training loop does not wait for the GPU every step; see
 
 from .classification import ClassificationObjective
 from .contrastive import ContrastiveObjective, nt_xent_loss, random_resized_crop
+from .forecasting import ForecastingObjective, forecasting_loss
 from .reconstruction import ReconstructionObjective, percentile_scale, reconstruction_loss
 
 __all__ = ["ClassificationObjective", "ContrastiveObjective", "ReconstructionObjective",
            "nt_xent_loss", "percentile_scale", "random_resized_crop", "reconstruction_loss"]
+__all__ += ["ForecastingObjective", "forecasting_loss"]

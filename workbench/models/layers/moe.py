@@ -85,8 +85,10 @@ def grouped_experts(x: Tensor, idx: Tensor, gate: Tensor, experts: nn.ModuleList
     out = x.new_zeros(x.shape)
     start = 0
     for e, n in enumerate(counts):
-        if n == 0:
+        if n == 0 and not torch.is_grad_enabled():
             continue
+        # while training, an expert chosen by no unit still runs on an empty batch: its
+        # parameters get a zero gradient instead of none (DDP and optimisers see every one)
         sel = units[start:start + n]
         y = experts[e](x[sel]) * weights[start:start + n, None, None]  # (n, R, d)
         out = out.index_add(0, sel, y.to(out.dtype))
