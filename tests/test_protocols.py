@@ -44,6 +44,10 @@ def test_fixed_subject_split_and_its_errors():
     sp = fixed_subject_split(index, ["1", "02", "03"], ["06"], val=["4", "05"])
     assert _subjects(index, sp.train) == {"01", "02", "03"}
     assert _subjects(index, sp.val) == {"04", "05"} and _subjects(index, sp.test) == {"06"}
+    named = index.assign(subject="Subject" + index["subject"])  # eegmat's names
+    sp = fixed_subject_split(named, ["01", "2"], ["6"])
+    assert _subjects(named, sp.train) == {"Subject01", "Subject02"}
+    assert _subjects(named, sp.test) == {"Subject06"}
     with pytest.raises(ValueError, match="both the train and the test"):
         fixed_subject_split(index, ["01", "02"], ["2"])
     with pytest.raises(ValueError, match="test_subjects.*'99'"):

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -214,12 +215,16 @@ def fixed_subject_split(index: pd.DataFrame, train: list[str], test: list[str],
     """Train / validation / test on given subject lists (how public benchmarks define their
     splits, e.g. eegmat subjects 00-27 / 28-31 / 32-35).
 
-    Subjects are matched as strings, also without leading zeros (``"7"`` finds ``"07"``). A
-    subject named in two lists, or missing from the index, raises ``ValueError``.
+    Subjects are matched as strings, or by their number when that is unambiguous (``"7"``
+    finds ``"07"``, ``"Subject07"`` or ``"S007"``: benchmarks list subject numbers). A subject
+    named in two lists, or missing from the index, raises ``ValueError``.
     """
     keys = subject_keys(index)
     present = set(keys)
-    norm = {_canon(s): s for s in present}
+    norm: dict[str, str] = {}
+    for s in sorted(present):
+        norm[_canon(s)] = s if _canon(s) not in norm else ""  # "": two subjects, one number
+    norm = {k: v for k, v in norm.items() if v}
 
     def ids(names: list[str] | None, role: str) -> np.ndarray:
         names = [str(s) for s in (names or [])]
@@ -248,7 +253,9 @@ def fixed_subject_split(index: pd.DataFrame, train: list[str], test: list[str],
 
 
 def _canon(s: str) -> str:
-    return s.lstrip("0") or "0" if s.isdigit() else s
+    """A subject's number when its name ends in one (``"Subject07"`` -> ``"7"``), else the name."""
+    m = re.search(r"(\d+)$", s)
+    return str(int(m.group(1))) if m else s
 
 
 def cross_dataset(index: pd.DataFrame, train_datasets: list[str], test_dataset: str) -> Split:
