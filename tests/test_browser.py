@@ -151,3 +151,13 @@ def test_data_notebook_widget_renders_and_slider_redraws(lab):
     root = lab["root"]
     assert (root / "runs" / "smoke" / "metrics" / "00_data.json").is_file()
     assert not (root / "notebooks" / "runs").exists()
+    # and everything JupyterLab and the notebook wrote is ignored by the repository's .gitignore
+    written = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
+                     and p.name not in ("00_data.ipynb", "pyproject.toml"))
+    assert written
+    if shutil.which("git") and (REPO / ".git").exists():
+        check = subprocess.run(["git", "-C", str(REPO), "check-ignore", "--no-index", "--stdin"],
+                               input="\n".join(written), capture_output=True, text=True,
+                               timeout=30)
+        missed = sorted(set(written) - set(check.stdout.split("\n")))
+        assert not missed, f"not ignored by .gitignore: {missed[:10]}"

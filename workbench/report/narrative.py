@@ -35,6 +35,8 @@ __all__ = ["RunWatch", "map_caption", "outcome", "register_outcome"]
 Describer = Callable[[Mapping[str, Any]], list[str]]
 _DESCRIBERS: dict[str, Describer] = {}
 MARGIN = 0.05  # accuracy points that count as "above" rather than "about the same"
+NEAR_UNIFORM_RATIO = 1.5  # attention whose largest mean weight is under 1.5x the smallest
+CHANCE_ARI = 0.05  # adjusted Rand index below which clusters match the classes no better than chance
 
 
 def register_outcome(stem: str) -> Callable[[Describer], Describer]:
@@ -256,11 +258,15 @@ def _embeddings(m: Mapping[str, Any]) -> list[str]:
     out = []
     if "ari_pre-trained" in m and "ari_scratch" in m:
         p, s = m["ari_pre-trained"], m["ari_scratch"]
+        if max(p, s) < CHANCE_ARI:
+            verdict = "neither encoder separates the classes better than chance."
+        elif p > s + MARGIN:
+            verdict = "pre-training made the classes more separable."
+        else:
+            verdict = "pre-training made the classes no more separable than a random encoder does."
         out.append(f"Subject {m.get('subject', '')}: K-means on the pre-trained features recovers "
                    f"the classes with ARI {_num(p)}, on the randomly initialised ones {_num(s)} "
-                   "(0: chance, 1: perfect); pre-training made the classes " + (
-                       "more separable." if p > s + MARGIN else
-                       "no more separable than a random encoder does."))
+                   f"(0: chance, 1: perfect); {verdict}")
     if "subject_ari_pre-trained" in m and "subject_ari_scratch" in m:
         p, s = m["subject_ari_pre-trained"], m["subject_ari_scratch"]
         out.append(f"Clustering by subject: ARI {_num(p)} pre-trained vs {_num(s)} random; "
@@ -272,21 +278,28 @@ def _embeddings(m: Mapping[str, Any]) -> list[str]:
 @register_outcome("07_gat_connectivity")
 def _connectivity(m: Mapping[str, Any]) -> list[str]:
     out = []
+    ratio = m.get("max_min_ratio", float("nan"))
+    uniform = bool(m.get("attention_uniform"))
+    near = uniform or ratio < NEAR_UNIFORM_RATIO
     if "kl_from_uniform" in m:
-        uniform = bool(m.get("attention_uniform"))
+        shape = ("indistinguishable from uniform" if uniform else
+                 "close to uniform" if near else "far from uniform")
         out.append(f"Subject {m.get('subject', '')}, {m.get('n_test_windows', '?')} test windows: "
-                   f"the attention is {'indistinguishable from' if uniform else 'different from'} "
-                   f"uniform (KL {_num(m['kl_from_uniform'])} nats, largest/smallest mean weight "
-                   f"{_num(m.get('max_min_ratio', float('nan')))}).")
+                   f"the attention is {shape} (the largest mean weight is {_num(ratio)}x the "
+                   f"smallest; KL from uniform {_num(m['kl_from_uniform'])} nats).")
     if "class_difference_p" in m:
         p = m["class_difference_p"]
         differ = p is not None and math.isfinite(p) and p <= 0.05
         out.append(f"The classes' attention {'differs' if differ else 'does not differ'} beyond "
                    f"chance (permutation test over windows: {_p(p)}).")
-        if m.get("attention_uniform") or not differ:
+        if uniform or not differ:
             out.append("So the edges drawn per class are not a finding: the paper's per-class "
                        "key channels need attention that departs from uniform and differs "
                        "between classes.")
+        elif near:
+            out.append("The difference is real but small: the drawn edges rank nearly equal "
+                       "weights, so read the key channels as weak tendencies, not as strong "
+                       "connectivity.")
         else:
             out.append("The per-class edges and key channels reflect a real difference in "
                        "what the model attends to.")
@@ -316,13 +329,16 @@ def _reconstruction(m: Mapping[str, Any]) -> list[str]:
     if "mean_corr" in m:
         out.append(f"Reconstructions correlate {_num(m['mean_corr'])} with the original windows "
                    f"on average (mean absolute error {_num(m.get('mean_l1', float('nan')))}); "
-                   + ("the model reproduces the signal." if m["mean_corr"] > 0.5 else
+                   + ("the model reproduces the signal closely." if m["mean_corr"] > 0.8 else
+                      "the model reproduces part of the signal." if m["mean_corr"] > 0.5 else
                       "a weak reconstruction: pre-train longer (profile 'paper')."))
     if "ari_raw" in m and "ari_learned" in m:
         r, f = m["ari_raw"], m["ari_learned"]
         out.append(f"K-means recovers the classes with ARI {_num(r)} from nine raw statistics per "
-                   f"channel and {_num(f)} from {m.get('method', 'the')} features: the learned "
-                   f"features separate the classes {_BETTER[_vs(f, r)]} the raw statistics.")
+                   f"channel and {_num(f)} from {m.get('method', 'the')} features: " + (
+                       "neither separates the classes better than chance." if
+                       max(r, f) < CHANCE_ARI else f"the learned features separate the classes "
+                       f"{_BETTER[_vs(f, r)]} the raw statistics."))
     return out
 
 
