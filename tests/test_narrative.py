@@ -20,7 +20,7 @@ def test_data_outcome_says_whether_each_map_is_above_chance():
     text = outcome("00_data", m)
     assert "union, the Unified Channel Schema, has 62" in text and "drop 48 channels" in text
     assert "band-power class difference (largest 0.21 log10 units) is above chance" in text
-    assert "p = 0.001; 7 channels significant" in text
+    assert "max over channels: p = 0.001; 7 channels significant" in text
     assert "skewness) difference of one subject is not distinguishable from chance (p = 0.4" in text
     assert "read it as noise" in text
     m["skewness_difference_p_syn_deap"] = 0.002
@@ -76,6 +76,8 @@ def test_other_outcomes_follow_their_numbers():
     abl = outcome("05_ablations", {"default_variant": "art_gat", "accuracy_art_gat": 0.7,
                                    "accuracy_scratch": 0.8})
     assert "scratch 0.8, art_gat 0.7" in abl and "ranks 2 of 2" in abl and "does not hold" in abl
+    one = outcome("05_ablations", {"default_variant": "art_gat", "accuracy_art_gat": 0.7})
+    assert "ranks" not in one  # one variant says nothing about the paper's claim
     emb = outcome("06_embeddings", {"ari_pre-trained": 0.3, "ari_scratch": 0.0})
     assert "pre-training made the classes more separable" in emb
     emb = outcome("06_embeddings", {"ari_pre-trained": 0.01, "ari_scratch": -0.01})

@@ -116,7 +116,7 @@ def _data(m: Mapping[str, Any]) -> list[str]:
         seen = p <= 0.05
         text = (f"{d}: the band-power class difference (largest {_num(m.get(f'max_abs_class_difference_{d}', float('nan')))}"
                 f" log10 units) is {'above chance' if seen else 'not distinguishable from chance'}"
-                f" (permutation test over trials within subjects, max over channels: p = "
+                f" (permutation test over trials within subjects, max over channels: "
                 f"{_p(p)}; {n} channels significant)")
         if f"skewness_difference_p_{d}" in m:
             ps = m[f"skewness_difference_p_{d}"]
@@ -236,7 +236,7 @@ def _ablations(m: Mapping[str, Any]) -> list[str]:
         ranked = sorted(acc, key=acc.get, reverse=True)
         out.append("Variants by accuracy: " + ", ".join(f"{v} {_num(acc[v])}" for v in ranked) + ".")
         full = m.get("default_variant")
-        if full in acc:
+        if full in acc and len(acc) > 1:
             rank = ranked.index(full) + 1
             out.append(f"The full model ({full}) ranks {rank} of {len(ranked)}: the paper's "
                        f"claim that each component helps " + (
@@ -386,8 +386,9 @@ class RunWatch:
                     f"`workbench reproduce --profile {self.profile}`): used as it is, not "
                     "retrained.")
         return (f"No finished {what} with these settings was under {self._where(self.root)}: "
-                f"trained it now in {self._where(path)} ({made_by} makes it, `workbench "
-                f"reproduce --profile {self.profile}` makes every run).")
+                f"trained it now in {self._where(path)}, resuming whatever had finished there "
+                f"before ({made_by} makes it, `workbench reproduce --profile {self.profile}` "
+                "makes every run).")
 
     def report(self, made_by: str) -> str:
         """One line on every run of the notebook: all found, or which were trained now."""
