@@ -70,15 +70,17 @@ def create_model(name: str, preset: str | None = "tiny", **overrides: Any):
 
 
 def parse_model_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"my_model block=transformer encoder_only=true"`` -> ``("my_model", {"block":
+    """``"my_model block:transformer encoder_only:true"`` -> ``("my_model", {"block":
     "transformer", "encoder_only": True})``: a registered model and keyword overrides as one
-    flat string (a notebook parameter). Values are read as YAML scalars."""
+    flat string (a notebook parameter). ``key=value`` works too (papermill cannot parse a
+    parameter line with ``=`` in its default value, hence ``key:value`` in notebooks). Values
+    are read as YAML scalars."""
     import yaml
 
     name, *pairs = spec.split()
     kwargs: dict[str, Any] = {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
+        key, sep, value = pair.partition("=") if "=" in pair else pair.partition(":")
         if not sep or not key:
             raise ValueError(f"Invalid model spec {spec!r}: expected 'name key=value ...', got "
                              f"{pair!r}.")
