@@ -35,19 +35,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..channels import ChannelVocabulary
 from ..config import Profile, TrainConfig
 from ..data.datasets import ConcatDataset, WindowDataset, make_loader
+from ..data.splits import Split
 from ..data.store import WindowStore
+from ..evaluation.protocols import Protocol, make_splits
 from ..models import create_model
 from ..models.eegpt import load_pretrained_encoder, masked_electrode_mean
 from ..objectives.autoregressive import AutoregressiveObjective
 from ..utils import check_option, get_device, seed_everything
 from .base import Method, Variant, register_method, variant_table
 
-__all__ = ["EEGPTMethod", "RateGroupedDataset", "fraction_store", "heldout_pretrain_loss"]
+__all__ = ["EEGPTMethod", "RateGroupedDataset", "fraction_store", "heldout_pretrain_loss",
+           "multitask_baseline", "multitask_splits"]
 
 
 class RateGroupedDataset(ConcatDataset):
@@ -234,6 +238,50 @@ def heldout_pretrain_loss(pretrained: str | Path, store: WindowStore, *, preset:
         total += float(loss) * len(batch["x"])
         count += len(batch["x"])
     return total / max(count, 1)
+
+
+def multitask_splits(protocol: str | Protocol, store: WindowStore, seed: int) -> list[Split]:
+    """The folds :func:`~workbench.experiments.finetune_multitask` trains and tests ``store``
+    on: the protocol's splits, pooled over subjects into one fold for ``within_subject`` (every
+    subject's held-out trials, as the paper's pooled 8:1:1 split).
+
+    The studies notebook checks them against the test windows the driver recorded, so a
+    baseline computed on them is on the driver's very folds.
+    """
+    protocol = Protocol.of(protocol)
+    splits = make_splits(protocol, store.index, store.n_times, seed=seed)
+    if protocol.name != "within_subject":
+        return splits
+    cat = [np.concatenate([getattr(s, k) for s in splits]) for k in ("train", "test", "val")]
+    return [Split(*cat, name="within-subject/pooled", fold=0)]
+
+
+def multitask_baseline(stores: Sequence[WindowStore], protocol: str | Protocol,
+                       seeds: Sequence[int]) -> pd.DataFrame:
+    """The DE band-power baseline (logistic regression on differential entropy per channel and
+    band, trained on the training + validation windows) on the folds of a joint multi-task run
+    (:func:`multitask_splits`): one row per task, fold and seed, like the driver's."""
+    from ..evaluation.baseline import FeatureBaseline
+    from ..evaluation.metrics import classification_metrics
+
+    protocol = Protocol.of(protocol)
+    rows = []
+    for seed in seeds:
+        for s in stores:
+            for sp in multitask_splits(protocol, s, seed):
+                train = np.sort(np.concatenate([sp.train, sp.val]))
+                test = np.sort(sp.test)
+                model = FeatureBaseline(kind="de", sfreq=s.sfreq, random_state=seed)
+                model.fit(s.get(train), s.labels[train])
+                probs = np.zeros((len(test), s.n_classes))
+                probs[:, model.classes_.astype(int)] = model.predict_proba(s.get(test))
+                rows.append({"method": "eegpt", "variant": "DE baseline", "mode": "features",
+                             "dataset": s.dataset, "n_classes": s.n_classes,
+                             "protocol": protocol.name, "fold": f"fold{sp.fold}", "seed": seed,
+                             "n_train": len(sp.train), "n_val": len(sp.val), "n_test": len(test),
+                             **classification_metrics(s.labels[test], probs,
+                                                      labels=list(range(s.n_classes)))})
+    return pd.DataFrame(rows)
 
 
 def get_eegpt() -> EEGPTMethod:
