@@ -67,3 +67,19 @@ def test_fixed_subject_split_on_eegmat(shared_data, cache):
               test_subjects=["10", "11"], **common)
     assert ft["protocol"] == "fixed" and ft["n_folds"] == 1 and ft["n_confounded_folds"] == 0
     assert 0 <= ft["balanced_accuracy"] <= 1 and 0 <= ft["baseline_balanced_accuracy"] <= 1
+
+
+def test_eegpt_joint_finetuning_on_eegmat_and_eegmmidb(shared_data, cache):
+    """EEGPT pre-trained on eegmat + EEGMMIDB S001 (every store resampled to 200 Hz), then one
+    ETE + TEG fine-tuned jointly on eegmat (rest vs arithmetic) and EEGMMIDB S001 (imagined left
+    vs right fist) with a head each, against per-task runs and the DE baseline on the same
+    pooled within-subject folds (EEGMMIDB has one subject)."""
+    m = _run("13_eegpt_studies", cache, data_root=str(shared_data), recipe="minimal",
+             pretrain_datasets=["eegmat", "eegmmidb"], tasks=["eegmat", "eegmmidb"],
+             heldout_dataset="", mae_variant="", scaling_presets=[], data_fractions=[],
+             finetune_epochs=6)
+    assert m["eegpt_loss_last"] < m["eegpt_loss_first"]
+    assert m["multitask_same_folds"] is True
+    for d in ("eegmat", "eegmmidb"):
+        for k in ("pertask", "joint", "baseline"):
+            assert 0 <= m[f"{k}_accuracy_{d}"] <= 1

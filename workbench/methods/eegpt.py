@@ -131,11 +131,11 @@ class EEGPTMethod(Method):
     def pretrain_config(self, profile: Profile) -> TrainConfig:
         # The deck gives no schedule (**our defaults**): AdamW, OneCycle (10 % warm-up, cosine
         # decay), clip 1.0.
-        # Smoke: windows of 14-62 electrodes x 4 tokens are 900-4000 tokens per batch of 16,
+        # Smoke: windows of 14-62 electrodes x 4 tokens are 700-3000 tokens per batch of 12,
         # a few tens of ms per step on one core.
         paper = profile.preset == "paper"
         return TrainConfig(epochs=profile.pretrain_epochs,
-                           batch_size=profile.pretrain_batch_size if paper else 16,
+                           batch_size=profile.pretrain_batch_size if paper else 12,
                            lr=3e-4 if paper else 2e-3, weight_decay=0.05,
                            schedule="onecycle", warmup_frac=0.1, grad_clip=1.0,
                            max_steps_per_epoch=profile.max_steps_per_epoch,
