@@ -59,8 +59,8 @@ def test_stores_are_resampled_to_one_rate_of_whole_second_windows(m, stores):
 
 
 def test_pretraining_batches_never_mix_rates(m, tmp_path):
-    # same window length (400 samples), different rates: 2 s at 200 Hz and 4 s at 100 Hz
-    a, b = _store(tmp_path / "a", 200.0, 400), _store(tmp_path / "b", 100.0, 400, seed=1)
+    # same window length (1000 samples), different rates: 2 s at 500 Hz and 4 s at 250 Hz
+    a, b = _store(tmp_path / "a", 500.0, 1000), _store(tmp_path / "b", 250.0, 1000, seed=1)
     vocab = m.vocabulary([a, b])
     plain = ConcatDataset([WindowDataset(a, None, vocab), WindowDataset(b, None, vocab)])
     mixed = [len(set(bt["rate_id"].tolist())) > 1
@@ -149,7 +149,7 @@ def test_joint_run_predicts_each_task_with_its_own_head(m, stores, tmp_path):
         pred = res.predictions[res.predictions["dataset"] == s.dataset]
         probs = pred.filter(regex=r"^p\d+$").dropna(axis=1, how="all")
         assert probs.shape[1] == s.n_classes  # its own head's classes, no other task's
-        np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
         assert pred["y"].between(0, s.n_classes - 1).all()
         # the test windows are the pooled within-subject fold of multitask_splits
         (sp,) = multitask_splits("within_subject", s, seed=0)
