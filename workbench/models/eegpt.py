@@ -1,7 +1,7 @@
 """EEGPT (Yue et al.): electrode-wise autoregressive pre-training and a task-shared electrode graph.
 
 Pre-training model ``eegpt`` (:class:`EEGPT`): the Electrode Temporal Encoder (ETE,
-:class:`ElectrodeTemporalEncoder`) reads every electrode of a window as its own sequence of
+:class:`ElectrodeTemporalEncoder`, in :mod:`workbench.models.eegpt_encoder`) reads every electrode of a window as its own sequence of
 1 s tokens; a token is the electrode's label embedding **concatenated** with the embedding of
 that second's samples (not added). A decoder-only Transformer (pre-norm, SwiGLU, RoPE, causal
 attention) runs over each electrode's tokens; all electrodes of a batch go through it in one call
