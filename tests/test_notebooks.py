@@ -201,3 +201,37 @@ def test_expert_routing_notebook(smoke):
     figs = smoke["root"] / "figures"
     for name in ("jaccard", "routing_weights", "routing_over_time", "frequencies"):
         assert (figs / f"10_expert_routing__trace__{name}.csv").exists(), name
+
+
+def test_eegpt_notebooks(smoke):
+    # EEGPT (Yue et al.): 03/04 entries and the studies notebook 13 (which reuses their runs)
+    pre = smoke["metrics"]["03_pretrain__eegpt"]
+    assert pre["loss_last"] < pre["loss_first"]
+    ft = smoke["metrics"]["04_finetune__eegpt"]
+    assert 0 <= ft["accuracy"] <= 1 and 0 <= ft["scratch_accuracy"] <= 1
+    assert ft["baseline_accuracy"] > 0.6
+    m = smoke["metrics"]["13_eegpt_studies"]
+    # the AR (next-second) and MAE (masked-second) losses both fall
+    for v in ("eegpt", "mae"):
+        assert m[f"{v}_loss_last"] < m[f"{v}_loss_first"], v
+    # 13 found 03's pre-training and 04's fine-tuning (same settings, same run folder)
+    assert math.isclose(m["eegpt_loss_last"], pre["loss_last"], rel_tol=1e-9)
+    assert math.isclose(m["eegpt_full_accuracy"], ft["accuracy"], rel_tol=1e-9)
+    # AR vs MAE and per-task vs joint were each compared on identical test windows
+    assert m["ar_mae_same_folds"] is True and m["multitask_same_folds"] is True
+    for v in ("eegpt", "mae"):
+        for mode in ("full", "probe"):
+            assert 0 <= m[f"{v}_{mode}_accuracy"] <= 1
+    for d in ("syn_deap", "syn_dreamer"):  # the smoke profile's tasks
+        for k in ("pertask", "joint", "baseline"):
+            assert 0 <= m[f"{k}_accuracy_{d}"] <= 1
+        assert m[f"train_tokens_{d}"] > 0
+    # the scaling fit is recorded: four sizes, three data shares
+    assert m["scaling_size_points"] == 4 and m["scaling_data_points"] == 3
+    assert 0 <= m["scaling_size_alpha"] <= 3 and math.isfinite(m["scaling_size_r2"])
+    assert len(m["scaling_heldout_losses"]) == 7
+    # the cached rollout equals the recomputed one; the forecast beats predicting zeros
+    assert m["cache_max_abs_diff"] < 1e-3
+    assert m["forecast_mse"] < m["forecast_mse_zeros"]
+    for key in ("tsne_ari_pre_trained", "tsne_ari_random_init"):
+        assert -1 <= m[key] <= 1

@@ -85,3 +85,21 @@ def test_trace_notebooks_on_real_data(dataset, folder, shared_data, cache):
     assert ft["n_confounded_folds"] == (2 if dataset == "eegmat" else 0)
     for key in ("balanced_accuracy", "baseline_balanced_accuracy", "scratch_accuracy"):
         assert 0 <= ft[key] <= 1, ft
+def test_eegpt_joint_finetuning_on_eegmat_and_eegmmidb(shared_data, cache):
+    """EEGPT pre-trained on eegmat + EEGMMIDB S001 (every store resampled to 200 Hz), then one
+    ETE + TEG fine-tuned jointly on eegmat (rest vs arithmetic) and EEGMMIDB S001 (imagined left
+    vs right fist) with a head each, against per-task runs and the DE baseline on the same
+    pooled within-subject folds (EEGMMIDB has one subject; all 12 eegmat subjects are read)."""
+    m = _run("13_eegpt_studies", cache, data_root=str(shared_data), recipe="minimal",
+             pretrain_datasets=["eegmat", "eegmmidb"], tasks=["eegmat", "eegmmidb"],
+             heldout_dataset="", mae_variant="", scaling_presets=[], data_fractions=[],
+             finetune_epochs=6, max_subjects=0)
+    assert m["eegpt_loss_last"] < m["eegpt_loss_first"]
+    assert m["multitask_same_folds"] is True
+    for d in ("eegmat", "eegmmidb"):
+        for k in ("pertask", "joint", "baseline"):
+            assert 0 <= m[f"{k}_accuracy_{d}"] <= 1 and 0 <= m[f"{k}_balanced_accuracy_{d}"] <= 1
+    # eegmat: rest and arithmetic are separate recordings of each subject, so a split within
+    # subjects can only measure recording identity (flagged); EEGMMIDB alternates classes
+    # inside each run
+    assert m["confounded_eegmat"] is True and m["confounded_eegmmidb"] is False
