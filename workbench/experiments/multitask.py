@@ -24,6 +24,7 @@ from ..config import Profile
 from ..data.datasets import WindowDataset, make_loader
 from ..data.splits import Split
 from ..data.store import WindowStore
+from ..evaluation.honesty import recording_confound
 from ..evaluation.metrics import classification_metrics
 from ..evaluation.protocols import Protocol, make_splits
 from ..methods import MODES, Method, get_method
@@ -224,7 +225,11 @@ def finetune_multitask(method: str | Method, stores: Sequence[WindowStore], *,
                 test = make_loader(WindowDataset(s, sp.test, vocab), 256, shuffle=False)
                 probs, y, idx = ensemble_predict_proba(trainer.model, paths, test, device=device)
                 met = classification_metrics(y, probs, labels=list(range(s.n_classes)))
-                rows.append({"method": m.name, "variant": variant, "mode": mode,
+                verdict = recording_confound(s.index, np.concatenate([sp.train, sp.val]),
+                                             sp.test)
+                if verdict:
+                    log.warning("%s fold%d: %s", s.dataset, f, verdict.reason)
+                rows.append({"confounded": bool(verdict), "method": m.name, "variant": variant, "mode": mode,
                              "dataset": s.dataset, "n_classes": s.n_classes,
                              "protocol": protocol.name,
                              "fold": f"fold{f}", "subject": "", "seed": seed,

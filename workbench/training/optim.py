@@ -202,8 +202,12 @@ def build_optimizer(
 
 
 def warmup_steps_for(cfg: TrainConfig, total_steps: int) -> int:
-    """Warm-up length: ``max(cfg.warmup_steps, round(cfg.warmup_frac * total_steps))``."""
-    return max(int(cfg.warmup_steps), int(round(cfg.warmup_frac * total_steps)))
+    """Warm-up length: ``max(cfg.warmup_steps, round(cfg.warmup_frac * total_steps))``, at least
+    one step when a warm-up fraction is asked for (a short run must not lose its warm-up)."""
+    frac = int(round(cfg.warmup_frac * total_steps))
+    if cfg.warmup_frac > 0:
+        frac = max(1, frac)
+    return max(int(cfg.warmup_steps), frac)
 
 
 def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int = 0,
