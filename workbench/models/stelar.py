@@ -84,31 +84,37 @@ _PRE_PAPER = dict(_ENC_PAPER, mask_ratio=0.5, pred_dim=64, pred_heads=2, rec_dim
 _PRE_TINY = dict(_ENC_TINY, mask_ratio=0.5, pred_dim=32, pred_heads=2, rec_dim=32, rec_heads=2)
 _CLS_EXTRA = dict(head="linear", pooling="mean", head_dropout=0.0)
 
+def _variant(description: str, objective: dict[str, Any] | None = None,
+             model: dict[str, Any] | None = None, pretrained: bool = True) -> dict[str, Any]:
+    return {"model": dict(model or {}), "pretrained": pretrained, "description": description,
+            "objective": dict(objective or {"weighting": "mtpe_gb"})}
+
+
 STELAR_VARIANTS: dict[str, dict[str, Any]] = {
-    "stelar": {"model": {}, "objective": {"weighting": "mtpe_gb", "rule": "proportional"},
-               "pretrained": True, "description": "STELAR: both losses, MTPE-GB (printed rule)."},
-    "mtpe_gb_inverse": {"model": {}, "objective": {"weighting": "mtpe_gb", "rule": "inverse"},
-                        "pretrained": True,
-                        "description": "MTPE-GB with raw weights proportional to 1/u_i."},
-    "fixed_0.5": {"model": {}, "objective": {"weighting": "fixed", "w_lat": 0.5},
-                  "pretrained": True, "description": "Fixed weights w_lat = w_rec = 0.5."},
-    "latent_only": {"model": {}, "objective": {"weighting": "fixed", "w_lat": 1.0},
-                    "pretrained": True, "description": "w_lat = 1, w_rec = 0."},
-    "recon_only": {"model": {}, "objective": {"weighting": "fixed", "w_lat": 0.0},
-                   "pretrained": True, "description": "w_lat = 0, w_rec = 1."},
-    "no_ema": {"model": {"ema": False}, "objective": {"weighting": "mtpe_gb"},
-               "pretrained": True,
-               "description": "No EMA teacher: the online encoder (stop-gradient) is the target."},
-    "mask_0.25": {"model": {"mask_ratio": 0.25}, "objective": {"weighting": "mtpe_gb"},
-                  "pretrained": True, "description": "25 % of the patches masked."},
-    "mask_0.75": {"model": {"mask_ratio": 0.75}, "objective": {"weighting": "mtpe_gb"},
-                  "pretrained": True, "description": "75 % of the patches masked."},
-    "scratch": {"model": {}, "objective": {"weighting": "mtpe_gb"}, "pretrained": False,
-                "description": "The classifier trained from a random encoder."},
+    "mtpe_gb": _variant("STELAR: both losses balanced by MTPE-GB (Algorithm 1 as printed: "
+                        "raw weights proportional to the progress u_i)",
+                        {"weighting": "mtpe_gb", "rule": "proportional"}),
+    "mtpe_gb_inverse": _variant("MTPE-GB with raw weights proportional to 1/u_i (the lagging "
+                                "task gets more weight)",
+                                {"weighting": "mtpe_gb", "rule": "inverse"}),
+    **{f"fixed_{w}": _variant(f"Fixed weights w_lat = {w}, w_rec = {1 - w:.1f}",
+                              {"weighting": "fixed", "w_lat": w})
+       for w in (0.1, 0.3, 0.5, 0.7, 0.9)},
+    "latent_only": _variant("Latent prediction only (w_lat = 1, w_rec = 0)",
+                            {"weighting": "fixed", "w_lat": 1.0}),
+    "recon_only": _variant("Masked reconstruction only (w_lat = 0, w_rec = 1)",
+                           {"weighting": "fixed", "w_lat": 0.0}),
+    "no_ema": _variant("No EMA teacher: the online encoder (stop-gradient) is the target",
+                       model={"ema": False}),
+    "mask_0.3": _variant("30 % of the patches masked", model={"mask_ratio": 0.3}),
+    "mask_0.7": _variant("70 % of the patches masked", model={"mask_ratio": 0.7}),
+    "scratch": _variant("The classifier trained from a random encoder (no pre-training)",
+                        pretrained=False),
 }
-"""Variants: ``model`` overrides of ``stelar``, ``objective`` keyword arguments of
-``MaskedObjective``, ``pretrained`` (start fine-tuning from the pre-trained encoder). A fixed
-weight grid is ``{"weighting": "fixed", "w_lat": w}`` for any ``w`` in [0, 1]."""
+"""Variants, each one switch: ``model`` overrides of ``stelar``, ``objective`` keyword
+arguments of ``MaskedObjective``, ``pretrained`` (start fine-tuning from the pre-trained
+encoder). A fixed weight is ``{"weighting": "fixed", "w_lat": w}`` for any ``w`` in [0, 1];
+the default mask ratio is 0.5."""
 
 
 def stelar_variant(name: str) -> dict[str, Any]:
@@ -137,6 +143,12 @@ class StelarPretrain(nn.Module):
         ``no_grad``, is its own target: the "no EMA" variant).
     target_norm : bool
         Layer-normalise the target latents (no affine), as I-JEPA.
+    vocab_ids : sequence of int, optional
+        Ids, in the run's channel vocabulary, of the rows of the channel-embedding table, in
+        row order (STELAR: the 19 channels of the 10-20 set, ``n_channels=19``). When given,
+        ``ch_ids`` are vocabulary ids, each mapped to its row; a channel whose id has no row
+        is treated as padding (never a key, never masked, no loss), so windows of any montage
+        go in and only the table's channels are modelled. None: ``ch_ids`` are rows.
     **encoder_fields
         :data:`ENCODER_FIELDS` of :class:`StelarEncoder`.
 
@@ -153,7 +165,8 @@ class StelarPretrain(nn.Module):
 
     def __init__(self, mask_ratio: float = 0.5, pred_dim: int = 64, pred_heads: int = 2,
                  rec_dim: int = 80, rec_heads: int = 2, mask_token: str = "constant",
-                 ema: bool = True, target_norm: bool = True, **encoder_fields: Any) -> None:
+                 ema: bool = True, target_norm: bool = True,
+                 vocab_ids: Sequence[int] | None = None, **encoder_fields: Any) -> None:
         super().__init__()
         unknown = sorted(set(encoder_fields) - set(ENCODER_FIELDS))
         if unknown:
@@ -167,6 +180,16 @@ class StelarPretrain(nn.Module):
         self.encoder = StelarEncoder(**encoder_fields)
         enc = self.encoder
         d, n_ch, L = enc.dim, enc.chan_embed.num_embeddings, enc.patch_len
+        self.vocab_ids = None if vocab_ids is None else [int(i) for i in vocab_ids]
+        row_of = None
+        if self.vocab_ids is not None:
+            if len(self.vocab_ids) != n_ch or len(set(self.vocab_ids)) != n_ch or min(
+                    self.vocab_ids, default=0) < 0:
+                raise ValueError(f"Invalid value for the 'vocab_ids' parameter: expected "
+                                 f"{n_ch} distinct ids >= 0 (n_channels), got {vocab_ids!r}.")
+            row_of = torch.full((max(self.vocab_ids) + 1,), -1, dtype=torch.long)
+            row_of[torch.tensor(self.vocab_ids)] = torch.arange(n_ch)
+        self.register_buffer("row_of", row_of, persistent=False)  # vocabulary id -> row, -1
         f = {k: encoder_fields[k] for k in ("qkv_bias", "rope_base") if k in encoder_fields}
         eps = encoder_fields.get("norm_eps", 1e-6)
         ratio = encoder_fields.get("mlp_ratio", 4.0)
@@ -212,10 +235,39 @@ class StelarPretrain(nn.Module):
 
     def encode(self, x: Tensor, ch_ids: Tensor | None = None, rate_id: Tensor | None = None,
                ch_mask: Tensor | None = None) -> dict[str, Tensor]:
-        """Unmasked online-encoder ``tokens`` (B, C, P, d) and ``embedding`` (B, d)."""
-        tokens = self.encoder(x, ch_ids, ch_mask)
-        keep = None if ch_mask is None else ch_mask.bool()[:, :, None].expand(tokens.shape[:3])
+        """Unmasked online-encoder ``tokens`` (B, C, P, d) and ``embedding`` (B, d), the
+        mean over the tokens of real channels (the features of a pre-trained model)."""
+        B, C = x.shape[:2]
+        ids, real = self.channel_rows(ch_ids, ch_mask, B, C, x.device)
+        tokens = self.encoder(x, ids, real)
+        keep = None if real is None else real[:, :, None].expand(tokens.shape[:3])
         return {"tokens": tokens, "embedding": pool_mean(tokens, keep)}
+
+    def channel_rows(self, ch_ids: Tensor | None, ch_mask: Tensor | None, B: int, C: int,
+                     device: torch.device) -> tuple[Tensor, Tensor | None]:
+        """Rows of the channel table (B, C) and the real-channel mask (B, C) (None: all real).
+
+        With ``vocab_ids``, vocabulary ids map to rows and channels without a row become
+        padding (see the class docstring).
+        """
+        real = None if ch_mask is None else ch_mask.to(torch.bool)
+        if real is not None and tuple(real.shape) != (B, C):
+            raise ValueError(f"Invalid shape for 'ch_mask': expected {(B, C)}, got "
+                             f"{tuple(real.shape)}.")
+        if self.row_of is not None and ch_ids is not None:
+            if tuple(ch_ids.shape) != (B, C):
+                raise ValueError(f"Invalid shape for 'ch_ids': expected {(B, C)}, got "
+                                 f"{tuple(ch_ids.shape)}.")
+            n = self.row_of.numel()
+            inside = (ch_ids >= 0) & (ch_ids < n)
+            rows = torch.where(inside, self.row_of[ch_ids.clamp(0, n - 1)], -1)  # (B, C)
+            known = rows >= 0
+            real = known if real is None else real & known
+            ch_ids = rows.clamp(min=0)  # padding rows: any valid id, never a key
+        ids = self.encoder.channel_ids(ch_ids, B, C, device)
+        if real is not None and bool(real.all()):
+            real = None  # no padding: skip the key masks where nothing else is masked
+        return ids, real
 
     def forward(self, x: Tensor, ch_ids: Tensor | None = None, rate_id: Tensor | None = None,
                 ch_mask: Tensor | None = None, mask: Tensor | None = None,
@@ -223,13 +275,7 @@ class StelarPretrain(nn.Module):
         enc = self.encoder
         signal = x * enc.input_scale if enc.input_scale != 1.0 else x
         B, C, P, L = patchify(signal, enc.patch_len).shape
-        ids = enc.channel_ids(ch_ids, B, C, x.device)
-        real = None if ch_mask is None else ch_mask.to(torch.bool)
-        if real is not None and tuple(real.shape) != (B, C):
-            raise ValueError(f"Invalid shape for 'ch_mask': expected {(B, C)}, got "
-                             f"{tuple(real.shape)}.")
-        if real is not None and bool(real.all()):
-            real = None  # no padding: skip the key masks where nothing else is masked
+        ids, real = self.channel_rows(ch_ids, ch_mask, B, C, x.device)
         if mask is None:
             mask = random_patch_mask(B, C, P, self.mask_ratio, real, generator, x.device)
         elif tuple(mask.shape) != (B, C, P):
@@ -293,6 +339,12 @@ class StelarClassifier(nn.Module):
         looked up in ``channel_vocab``. None: no adapter, the batch's ``ch_ids`` are used.
     channel_vocab : ChannelVocabulary or sequence of str, optional
         The pre-training vocabulary (names in id order) for named ``adapter_channels``.
+    channel_names : sequence of str, optional
+        The dataset's channel names in input order (``n_chans`` of them). With named
+        ``adapter_channels`` the adapter then starts as :meth:`ChannelAdapter.from_names`:
+        each pre-training channel the dataset has is copied, the others get the mean of all
+        channels (**our default**; the paper does not say how its adapter starts). Without
+        it the adapter starts as a random 1x1 convolution.
     n_times : int, optional
         Window length in samples (a multiple of ``patch_len``; required for "flatten").
     **encoder_fields
@@ -309,6 +361,7 @@ class StelarClassifier(nn.Module):
                  head_hidden: int | None = None, head_dropout: float = 0.0,
                  pooling: str = "mean", adapter_channels: int | Sequence[str] | None = None,
                  channel_vocab: ChannelVocabulary | Sequence[str] | None = None,
+                 channel_names: Sequence[str] | None = None,
                  n_times: int | None = None, **encoder_fields: Any) -> None:
         super().__init__()
         unknown = sorted(set(encoder_fields) - set(ENCODER_FIELDS))
@@ -326,7 +379,15 @@ class StelarClassifier(nn.Module):
                 raise ValueError("Invalid value for the 'n_chans' parameter: the channel adapter "
                                  "needs the dataset's channel count, got None.")
             ids = self._adapter_ids(adapter_channels, channel_vocab)
-            self.adapter = ChannelAdapter(n_chans, len(ids))
+            if channel_names is not None and not isinstance(adapter_channels, int):
+                if len(channel_names) != n_chans:
+                    raise ValueError(f"Invalid value for the 'channel_names' parameter: "
+                                     f"expected n_chans={n_chans} names, got "
+                                     f"{len(channel_names)}.")
+                self.adapter = ChannelAdapter.from_names(list(channel_names),
+                                                         list(adapter_channels))
+            else:
+                self.adapter = ChannelAdapter(n_chans, len(ids))
         self.register_buffer("adapter_ids", ids, persistent=False)
         if n_times is not None:
             patchify(torch.zeros(1, 1, n_times), self.encoder.patch_len)  # raises if invalid
