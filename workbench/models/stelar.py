@@ -87,7 +87,7 @@ _CLS_EXTRA = dict(head="linear", pooling="mean", head_dropout=0.0)
 def _variant(description: str, objective: dict[str, Any] | None = None,
              model: dict[str, Any] | None = None, pretrained: bool = True) -> dict[str, Any]:
     return {"model": dict(model or {}), "pretrained": pretrained, "description": description,
-            "objective": dict(objective or {"weighting": "mtpe_gb"})}
+            "objective": dict(objective or {"weighting": "mtpe_gb", "rule": "proportional"})}
 
 
 STELAR_VARIANTS: dict[str, dict[str, Any]] = {
