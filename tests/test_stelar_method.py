@@ -79,19 +79,27 @@ def test_channels_without_a_row_are_left_out(m, stores):
 
 
 def test_pretrain_features_are_the_unmasked_encoding(m, stores):
-    store = stores["syn_deap"]
+    """Features come from ``encode`` (no random mask): deterministic, each 10-20 channel's
+    patch-mean token at its row, zeros for the rows a montage lacks."""
+    store = stores["syn_dreamer"]  # 10 of the 19 channels
     vocab = m.vocabulary([store])
     torch.manual_seed(0)
     model, _, _ = m.build_pretrain("mtpe_gb", "tiny", vocab, [store])
     model.eval()
     batch = next(iter(make_loader(WindowDataset(store, np.arange(6), vocab), 6, shuffle=False)))
     f1 = m.pretrain_features(model, batch)
-    f2 = m.pretrain_features(model, batch)
-    assert f1.shape == (6, model.encoder.dim)
-    torch.testing.assert_close(f1, f2, rtol=0, atol=0)  # no random mask
+    torch.testing.assert_close(f1, m.pretrain_features(model, batch), rtol=0, atol=0)
+    d = model.encoder.dim
+    feats = f1.view(6, len(ROWS), d)
     with torch.no_grad():
-        masked = model(batch["x"], ch_ids=batch["ch_ids"], ch_mask=batch["ch_mask"])["embedding"]
-    assert not torch.allclose(f1, masked, atol=1e-4)
+        tokens = model.encode(batch["x"], ch_ids=batch["ch_ids"],
+                              ch_mask=batch["ch_mask"])["tokens"]
+    for c, name in enumerate(store.ch_names):
+        if name in ROWS:
+            torch.testing.assert_close(feats[:, ROWS.index(name)], tokens[:, c].mean(1),
+                                       rtol=1e-5, atol=1e-6)
+    absent = [r for r, name in enumerate(ROWS) if name not in store.ch_names]
+    assert len(absent) == 9 and not feats[:, absent].abs().sum()
 
 
 def test_classifier_adapter_and_pretrained_encoder(m, stores):

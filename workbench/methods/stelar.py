@@ -173,16 +173,21 @@ class STELARMethod(Method):
     # ------------------------------------------------------------------ downstream
     def build_classifier(self, variant, preset, store, vocab, n_classes, pretrained_state,
                          head="default"):
-        """Channel adapter (``store``'s channels -> the 19) + encoder + mean pooling + head.
+        """Channel adapter (``store``'s channels -> the 19) + encoder + every token flattened
+        (19 x patches x d) + head.
 
         ``head``: ``"default"`` and ``"linear"`` are the paper's linear head, ``"mlp"`` an MLP.
+        The paper does not say how its probe pools the tokens; **our default** flattens them
+        (as CBraMod's and EEGPT's probes): mean pooling over channels loses where a pattern is
+        on the scalp, and on the embedded corpus its probe stays at chance.
         """
         check_option("head", head, ("default", "linear", "mlp"))
         v = self.variant(variant)
         kw = {**self._encoder_kw(variant), "n_outputs": n_classes,
               "head": "mlp" if head == "mlp" else "linear",
               "n_chans": len(store.ch_names), "adapter_channels": list(ROWS),
-              "channel_vocab": list(ROWS), "channel_names": list(store.ch_names)}
+              "channel_vocab": list(ROWS), "channel_names": list(store.ch_names),
+              "pooling": "flatten", "n_times": store.n_times}
         model = create_model("stelar_classifier", preset, **kw)
         if pretrained_state is not None and not v.classifier.get("random_encoder"):
             load_pretrained_encoder(model, pretrained_state)
@@ -212,9 +217,21 @@ class STELARMethod(Method):
     # ------------------------------------------------------------------ features
     @torch.no_grad()
     def pretrain_features(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean of the unmasked online encoder's tokens over the 10-20 channels: (B, d)."""
-        return model.encode(batch["x"], ch_ids=batch.get("ch_ids"),
-                            ch_mask=batch.get("ch_mask"))["embedding"]
+        """The unmasked online encoder (``model.encode``): each 10-20 channel's tokens averaged
+        over patches, in row order (zeros for a channel the window lacks): (B, 19 * d)."""
+        x = batch["x"]
+        B, C = x.shape[:2]
+        tokens = model.encode(x, ch_ids=batch.get("ch_ids"),
+                              ch_mask=batch.get("ch_mask"))["tokens"]  # (B, C, P, d)
+        rows, real = model.channel_rows(batch.get("ch_ids"), batch.get("ch_mask"), B, C,
+                                        x.device)
+        per_chan = tokens.mean(2)  # (B, C, d)
+        if real is not None:
+            per_chan = per_chan * real[..., None].to(per_chan.dtype)
+            rows = torch.where(real, rows, len(ROWS))  # padding goes to a spare row
+        out = per_chan.new_zeros(B, len(ROWS) + 1, per_chan.shape[-1])  # (B, 19 + 1, d)
+        out.scatter_add_(1, rows[..., None].expand_as(per_chan), per_chan)
+        return out[:, :len(ROWS)].flatten(1)  # (B, 19 * d)
 
 
 register_method(STELARMethod())
