@@ -159,10 +159,10 @@ class STELARMethod(Method):
         # Paper (Table 3): AdamW lr 1e-4, betas (0.9, 0.999), eps 1e-8, weight decay 1e-4,
         # warm-up max(500, 0.1 T) steps then cosine, batch 64, 30 epochs, clip 1.0. (The paper
         # also decays the weight decay by a cosine: not modelled, it stays 1e-4.) The smoke
-        # profile trains a few dozen steps: lr 2e-3, batch 32 (or the profile's, if smaller).
+        # profile trains a few dozen steps: lr 2e-3, batch 16 (or the profile's, if smaller).
         paper = profile.preset == "paper"
         return TrainConfig(epochs=30 if paper else profile.pretrain_epochs,
-                           batch_size=64 if paper else min(32, profile.pretrain_batch_size),
+                           batch_size=64 if paper else min(16, profile.pretrain_batch_size),
                            lr=1e-4 if paper else 2e-3,
                            weight_decay=1e-4, betas=(0.9, 0.999), eps=1e-8,
                            schedule="warmup_cosine", warmup_steps=500 if paper else 1,
