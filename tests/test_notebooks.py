@@ -160,3 +160,34 @@ def test_preprocess_notebook(smoke):
     assert m["recordings_with_blink_excluded"] >= 1  # ICLabel found the synthetic blinks
     assert 0 < m["n_excluded"] < m["n_components"]
     assert m["cached_rerun_all_from_cache"] is True
+
+
+def test_stelar_notebooks(smoke):
+    """STELAR through the stage notebooks and its own (12): both losses fall in pre-training;
+    the linear probe (subject-wise folds, kappa-selected) of the pre-trained encoder beats the
+    same probe of a random encoder; MTPE-GB and the fixed-weight grid are recorded (no winner
+    is asserted: on two folds of the embedded corpus they are within noise)."""
+    pre = smoke["metrics"]["03_pretrain__stelar"]
+    assert pre["loss_last"] < pre["loss_first"]
+    hist = smoke["root"] / "run" / "tables" / "12_stelar_balancing__mtpe_gb_history.csv"
+    import pandas as pd
+
+    h = pd.read_csv(hist)
+    for v, g in h.groupby("variant"):  # both validation losses fall, for both MTPE-GB rules
+        assert g["val_lat"].iloc[-1] < g["val_lat"].iloc[0], v
+        assert g["val_rec"].iloc[-1] < g["val_rec"].iloc[0], v
+    ft = smoke["metrics"]["04_finetune__stelar"]
+    assert ft["protocol"] == "subject_kfold" and ft["mode"] == "linear" and ft["n_folds"] == 2
+    assert ft["selection_metric"] == "cohen_kappa" and ft["n_confounded_folds"] == 0
+    assert 0 <= ft["scratch_accuracy"] <= 1 and ft["baseline_accuracy"] > 1 / 3
+    bal = smoke["metrics"]["12_stelar_balancing"]
+    assert bal["cohen_kappa_mtpe_gb"] > bal["cohen_kappa_random_encoder"]
+    assert bal["final_w_lat"]["mtpe_gb"] != bal["final_w_lat"]["mtpe_gb_inverse"]
+    assert {"best_fixed", "mtpe_gb_minus_best_fixed"} <= set(bal)
+    abl = smoke["metrics"]["05_ablations__stelar"]
+    # 12 found 05's runs (same settings): the same probes, the same accuracy
+    assert set(abl) == {f"accuracy_{v}" for v in ["mtpe_gb", "mtpe_gb_inverse", "fixed_0.1",
+                                                   "fixed_0.5", "fixed_0.9", "random_encoder"]}
+    runs = smoke["root"] / "run" / "stelar" / "finetune"
+    assert len(list(runs.glob("syn_seed-mtpe_gb-linear-subject_kfold-*"))) == 1
+    assert -1 <= smoke["metrics"]["06_embeddings__stelar"]["ari_pre-trained"] <= 1

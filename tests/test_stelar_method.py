@@ -176,3 +176,14 @@ def test_vocabulary_loads_any_montage(m, stores):
     eegmmidb_only = ["AF7", "AFz", "T9", "T10", "Iz", "FT8"]
     assert all(c in vocab for c in [*TEN_TWENTY, *eegmmidb_only])
     assert isinstance(vocab, ChannelVocabulary)
+
+
+def test_invalid_rows_and_names_raise():
+    from workbench.models import create_model
+
+    with pytest.raises(ValueError, match="vocab_ids"):
+        create_model("stelar", "tiny", n_channels=19, vocab_ids=list(range(18)))
+    with pytest.raises(ValueError, match="channel_names"):
+        create_model("stelar_classifier", "tiny", n_channels=19, n_chans=3,
+                     adapter_channels=list(ROWS), channel_vocab=list(ROWS),
+                     channel_names=["Fp1", "Cz"])

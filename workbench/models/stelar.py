@@ -18,7 +18,8 @@ target encoder by EMA after every step (:meth:`StelarPretrain.update_target`).
 Downstream model ``"stelar_classifier"`` (:class:`StelarClassifier`): an optional
 :class:`~workbench.models.layers.heads.ChannelAdapter` (1x1 conv, dataset channels -> the
 pre-training channels), ``encoder`` (weights from pre-training, :func:`load_pretrained_encoder`),
-mean pooling over tokens and a linear or MLP ``head``.
+mean pooling or all tokens flattened, and a linear or MLP ``head``; the STELAR method
+flattens (:mod:`workbench.methods.stelar`).
 
 Sizes of the ``paper`` preset with 19 channel ids: encoder 113,680 parameters (paper: about
 112 K); trainable total 266,056 (paper: about 263 K). The paper gives neither the patch
