@@ -103,3 +103,21 @@ def test_eegpt_joint_finetuning_on_eegmat_and_eegmmidb(shared_data, cache):
     # subjects can only measure recording identity (flagged); EEGMMIDB alternates classes
     # inside each run
     assert m["confounded_eegmat"] is True and m["confounded_eegmmidb"] is False
+
+@pytest.mark.parametrize("dataset,folder,protocol", [("eegmat", "eegmat", "subject_kfold"),
+                                                     ("eegmmidb", "eegmmidb", "within_subject")])
+def test_stelar_linear_probe_on_real_data(dataset, folder, protocol, shared_data, cache):
+    """STELAR's 19-channel encoder, pre-trained on the embedded corpus as in profiles/smoke.yaml,
+    probed linearly on real recordings through the 1x1-conv channel adapter: eegmat (19 10-20
+    channels, 500 Hz, 4 of its subjects in subject-wise folds) and EEGMMIDB S001 (64 channels,
+    160 Hz, imagined left vs right fist, one subject: within-subject), both resampled to 200 Hz
+    and filtered by the STELAR recipe; the DE baseline on the same folds."""
+    ft = _run("04_finetune", cache, method="stelar", dataset=dataset,
+              data_path=str(shared_data / folder), pretrain_datasets=["syn_seed", "syn_deap"],
+              scratch_variant="", mode="linear", protocol=protocol, folds=4, seed=7, seeds=[7],
+              max_subjects=4 if dataset == "eegmat" else -1)
+    print(f"STELAR linear probe on {dataset}: balanced accuracy {ft['balanced_accuracy']:.3f} "
+          f"(DE baseline {ft['baseline_balanced_accuracy']:.3f}), {ft['n_folds']} folds")
+    assert ft["selection_metric"] == "auc_pr" and ft["mode"] == "linear"
+    assert ft["n_folds"] == (4 if dataset == "eegmat" else 1)
+    assert 0 <= ft["balanced_accuracy"] <= 1 and 0 <= ft["baseline_balanced_accuracy"] <= 1

@@ -18,7 +18,8 @@ target encoder by EMA after every step (:meth:`StelarPretrain.update_target`).
 Downstream model ``"stelar_classifier"`` (:class:`StelarClassifier`): an optional
 :class:`~workbench.models.layers.heads.ChannelAdapter` (1x1 conv, dataset channels -> the
 pre-training channels), ``encoder`` (weights from pre-training, :func:`load_pretrained_encoder`),
-mean pooling over tokens and a linear or MLP ``head``.
+mean pooling or all tokens flattened, and a linear or MLP ``head``; the STELAR method
+flattens (:mod:`workbench.methods.stelar`).
 
 Sizes of the ``paper`` preset with 19 channel ids: encoder 113,680 parameters (paper: about
 112 K); trainable total 266,056 (paper: about 263 K). The paper gives neither the patch
@@ -48,16 +49,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workbench.channels import ChannelVocabulary
-from workbench.models.layers.criss_cross import (
-    IMPLS,
-    CrissCrossAttention,
-    FullAttention,
-    TransformerBlock,
-    criss_cross_masks,
-)
+from workbench.models.layers.criss_cross import CrissCrossAttention, FullAttention, TransformerBlock
 from workbench.models.layers.heads import HEADS, ChannelAdapter, make_head
-from workbench.models.layers.patch_embed import DualBranchPatchEmbed, patchify, unpatchify
+from workbench.models.layers.patch_embed import patchify, unpatchify
 from workbench.models.registry import register_model
+from workbench.models.stelar_encoder import (
+    ENCODER_FIELDS,
+    StelarEncoder,
+    init_weights,
+    make_mask_token,
+    pool_mean,
+    random_patch_mask,
+    set_attention_impl,
+)
 from workbench.utils import check_option
 
 logger = logging.getLogger("workbench")
@@ -81,39 +85,37 @@ _PRE_PAPER = dict(_ENC_PAPER, mask_ratio=0.5, pred_dim=64, pred_heads=2, rec_dim
 _PRE_TINY = dict(_ENC_TINY, mask_ratio=0.5, pred_dim=32, pred_heads=2, rec_dim=32, rec_heads=2)
 _CLS_EXTRA = dict(head="linear", pooling="mean", head_dropout=0.0)
 
-ENCODER_FIELDS: tuple[str, ...] = (
-    "patch_len", "dim", "depth", "n_heads", "mlp_ratio", "qkv_bias", "init_std", "norm_eps",
-    "conv_channels", "conv_kernel", "conv_stride", "norm_groups", "fft_hidden", "n_channels",
-    "rope_base", "attention", "input_scale", "impl")
-"""Constructor arguments of :class:`StelarEncoder`, shared by ``stelar`` and
-``stelar_classifier`` (an encoder pre-trained with some values loads into a classifier built
-with the same values)."""
+def _variant(description: str, objective: dict[str, Any] | None = None,
+             model: dict[str, Any] | None = None, pretrained: bool = True) -> dict[str, Any]:
+    return {"model": dict(model or {}), "pretrained": pretrained, "description": description,
+            "objective": dict(objective or {"weighting": "mtpe_gb", "rule": "proportional"})}
+
 
 STELAR_VARIANTS: dict[str, dict[str, Any]] = {
-    "stelar": {"model": {}, "objective": {"weighting": "mtpe_gb", "rule": "proportional"},
-               "pretrained": True, "description": "STELAR: both losses, MTPE-GB (printed rule)."},
-    "mtpe_gb_inverse": {"model": {}, "objective": {"weighting": "mtpe_gb", "rule": "inverse"},
-                        "pretrained": True,
-                        "description": "MTPE-GB with raw weights proportional to 1/u_i."},
-    "fixed_0.5": {"model": {}, "objective": {"weighting": "fixed", "w_lat": 0.5},
-                  "pretrained": True, "description": "Fixed weights w_lat = w_rec = 0.5."},
-    "latent_only": {"model": {}, "objective": {"weighting": "fixed", "w_lat": 1.0},
-                    "pretrained": True, "description": "w_lat = 1, w_rec = 0."},
-    "recon_only": {"model": {}, "objective": {"weighting": "fixed", "w_lat": 0.0},
-                   "pretrained": True, "description": "w_lat = 0, w_rec = 1."},
-    "no_ema": {"model": {"ema": False}, "objective": {"weighting": "mtpe_gb"},
-               "pretrained": True,
-               "description": "No EMA teacher: the online encoder (stop-gradient) is the target."},
-    "mask_0.25": {"model": {"mask_ratio": 0.25}, "objective": {"weighting": "mtpe_gb"},
-                  "pretrained": True, "description": "25 % of the patches masked."},
-    "mask_0.75": {"model": {"mask_ratio": 0.75}, "objective": {"weighting": "mtpe_gb"},
-                  "pretrained": True, "description": "75 % of the patches masked."},
-    "scratch": {"model": {}, "objective": {"weighting": "mtpe_gb"}, "pretrained": False,
-                "description": "The classifier trained from a random encoder."},
+    "mtpe_gb": _variant("STELAR: both losses balanced by MTPE-GB (Algorithm 1 as printed: "
+                        "raw weights proportional to the progress u_i)",
+                        {"weighting": "mtpe_gb", "rule": "proportional"}),
+    "mtpe_gb_inverse": _variant("MTPE-GB with raw weights proportional to 1/u_i (the lagging "
+                                "task gets more weight)",
+                                {"weighting": "mtpe_gb", "rule": "inverse"}),
+    **{f"fixed_{w}": _variant(f"Fixed weights w_lat = {w}, w_rec = {1 - w:.1f}",
+                              {"weighting": "fixed", "w_lat": w})
+       for w in (0.1, 0.3, 0.5, 0.7, 0.9)},
+    "latent_only": _variant("Latent prediction only (w_lat = 1, w_rec = 0)",
+                            {"weighting": "fixed", "w_lat": 1.0}),
+    "recon_only": _variant("Masked reconstruction only (w_lat = 0, w_rec = 1)",
+                           {"weighting": "fixed", "w_lat": 0.0}),
+    "no_ema": _variant("No EMA teacher: the online encoder (stop-gradient) is the target",
+                       model={"ema": False}),
+    "mask_0.3": _variant("30 % of the patches masked", model={"mask_ratio": 0.3}),
+    "mask_0.7": _variant("70 % of the patches masked", model={"mask_ratio": 0.7}),
+    "scratch": _variant("The classifier trained from a random encoder (no pre-training)",
+                        pretrained=False),
 }
-"""Variants: ``model`` overrides of ``stelar``, ``objective`` keyword arguments of
-``MaskedObjective``, ``pretrained`` (start fine-tuning from the pre-trained encoder). A fixed
-weight grid is ``{"weighting": "fixed", "w_lat": w}`` for any ``w`` in [0, 1]."""
+"""Variants, each one switch: ``model`` overrides of ``stelar``, ``objective`` keyword
+arguments of ``MaskedObjective``, ``pretrained`` (start fine-tuning from the pre-trained
+encoder). A fixed weight is ``{"weighting": "fixed", "w_lat": w}`` for any ``w`` in [0, 1];
+the default mask ratio is 0.5."""
 
 
 def stelar_variant(name: str) -> dict[str, Any]:
@@ -121,175 +123,6 @@ def stelar_variant(name: str) -> dict[str, Any]:
     check_option("variant", name, list(STELAR_VARIANTS))
     return copy.deepcopy(STELAR_VARIANTS[name])
 
-
-def random_patch_mask(batch: int, n_chans: int, n_patches: int, ratio: float,
-                      ch_mask: Tensor | None = None, generator: torch.Generator | None = None,
-                      device: torch.device | str | None = None) -> Tensor:
-    """Mask (B, C, P) (True = masked) of ``round(ratio * n)`` of the ``n`` real patches of each
-    window, drawn uniformly at random; padding channels are never masked and at least one
-    patch per window stays visible."""
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"Invalid value for the 'mask_ratio' parameter: expected a ratio in "
-                         f"[0, 1), got {ratio!r}.")
-    gen_dev = generator.device if generator is not None else device
-    noise = torch.rand(batch, n_chans * n_patches, generator=generator, device=gen_dev)
-    noise = noise.to(device)  # (B, C*P)
-    if ch_mask is None:
-        n_real = torch.full((batch,), n_chans * n_patches, device=noise.device)
-    else:
-        real = ch_mask.to(torch.bool)[:, :, None].expand(batch, n_chans, n_patches)
-        real = real.reshape(batch, -1)  # (B, C*P)
-        noise = noise.masked_fill(~real, 2.0)  # padding sorts last: never masked
-        n_real = real.sum(-1)
-    n_mask = torch.minimum((n_real * ratio).round().long(), (n_real - 1).clamp(min=0))
-    rank = noise.argsort(-1).argsort(-1)  # (B, C*P) rank of each patch's noise
-    return (rank < n_mask[:, None]).view(batch, n_chans, n_patches)
-
-
-def _init_weights(module: nn.Module, std: float) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, std=std)
-
-
-def _mask_token(kind: str, dim: int) -> nn.Parameter | Tensor:
-    check_option("mask_token", kind, ["constant", "learnable"])
-    if kind == "learnable":
-        return nn.Parameter(torch.zeros(dim).normal_(std=0.02))
-    return torch.zeros(dim)
-
-
-class StelarEncoder(nn.Module):
-    """Dual-branch patch embedding + channel embedding + criss-cross Transformer blocks.
-
-    Parameters
-    ----------
-    patch_len : int
-        Samples per patch (200).
-    dim, depth, n_heads : int
-        Width (64), blocks (2) and heads (2).
-    mlp_ratio : float
-        MLP hidden width / ``dim`` (4).
-    qkv_bias : bool
-        Query/key/value bias (True).
-    init_std : float
-        Std of the truncated-normal init of Linear and embedding weights (0.02).
-    norm_eps : float
-        LayerNorm epsilon (1e-6).
-    conv_channels, conv_kernel, conv_stride, norm_groups, fft_hidden
-        Patch embedder (see :class:`DualBranchPatchEmbed`).
-    n_channels : int
-        Size of the learnable channel-embedding table (the ``ChannelVocabulary``).
-    rope_base : float
-        RoPE base of the temporal attention.
-    attention : {"criss_cross", "full"}
-        Criss-cross blocks (the paper) or full attention over all ``C * P`` tokens (RoPE on the
-        patch index), for the efficiency comparison.
-    input_scale : float
-        Factor applied to the raw input (e.g. ``1e6`` for windows stored in volts).
-    impl : {"sdpa", "plain"}
-        Attention kernel (see :func:`set_attention_impl`).
-
-    Notes
-    -----
-    ``forward(x, ch_ids=None, ch_mask=None, mask=None)`` takes ``x`` (B, C, T), ``ch_ids``
-    (B, C) (default ``0..C-1``), ``ch_mask`` (B, C) (True = real channel) and ``mask``
-    (B, C, P) (True = masked patch) and returns tokens (B, C, P, dim); ``spectrum`` is the
-    optional precomputed ``patch_embed.spectrum(x)`` (of the scaled input). Masked patches enter as
-    a constant (zero) token and are never keys, padding channels are never keys: the tokens of
-    visible real patches do not depend on them.
-    """
-
-    def __init__(self, patch_len: int = 200, dim: int = 64, depth: int = 2, n_heads: int = 2,
-                 mlp_ratio: float = 4.0, qkv_bias: bool = True, init_std: float = 0.02,
-                 norm_eps: float = 1e-6, conv_channels: int = 8, conv_kernel: int = 15,
-                 conv_stride: int = 8, norm_groups: int = 4, fft_hidden: int | None = None,
-                 n_channels: int = 19, rope_base: float = 10000.0,
-                 attention: str = "criss_cross", input_scale: float = 1.0,
-                 impl: str = "sdpa") -> None:
-        super().__init__()
-        check_option("attention", attention, ["criss_cross", "full"])
-        check_option("impl", impl, IMPLS)
-        self.patch_len, self.dim, self.attention = int(patch_len), int(dim), attention
-        self.input_scale = float(input_scale)
-        self.patch_embed = DualBranchPatchEmbed(patch_len, dim, conv_channels, conv_kernel,
-                                                conv_stride, norm_groups, fft_hidden)
-        self.chan_embed = nn.Embedding(n_channels, dim)
-
-        def attn() -> nn.Module:
-            cls = CrissCrossAttention if attention == "criss_cross" else FullAttention
-            return cls(dim, n_heads, qkv_bias=qkv_bias, rope_base=rope_base, impl=impl)
-
-        self.blocks = nn.ModuleList(TransformerBlock(dim, attn(), mlp_ratio, norm_eps)
-                                    for _ in range(depth))
-        self.norm = nn.LayerNorm(dim, eps=norm_eps)
-        _init_weights(self, init_std)
-
-    def channel_ids(self, ch_ids: Tensor | None, B: int, C: int, device: torch.device) -> Tensor:
-        """``ch_ids`` checked against the table (or ``0..C-1``), shape (B, C)."""
-        size = self.chan_embed.num_embeddings
-        if ch_ids is None:
-            if C > size:
-                raise ValueError(f"No 'ch_ids' given for {C} channels, but the channel table "
-                                 f"has only n_channels={size} ids; pass ch_ids.")
-            return torch.arange(C, device=device).expand(B, C)
-        if tuple(ch_ids.shape) != (B, C):
-            raise ValueError(f"Invalid shape for 'ch_ids': expected {(B, C)}, got "
-                             f"{tuple(ch_ids.shape)}.")
-        # Range check on CPU only: on CUDA it would synchronise every step.
-        if ch_ids.device.type == "cpu" and ch_ids.numel() and (
-                int(ch_ids.min()) < 0 or int(ch_ids.max()) >= size):
-            raise ValueError(f"Invalid 'ch_ids': ids must lie in [0, {size}) (n_channels), got "
-                             f"min {int(ch_ids.min())}, max {int(ch_ids.max())}.")
-        return ch_ids
-
-    def forward(self, x: Tensor, ch_ids: Tensor | None = None, ch_mask: Tensor | None = None,
-                mask: Tensor | None = None, spectrum: Tensor | None = None) -> Tensor:
-        B, C, _ = x.shape
-        if self.input_scale != 1.0:
-            x = x * self.input_scale
-        tok = self.patch_embed(x, spectrum)  # (B, C, P, d)
-        P = tok.shape[2]
-        valid = None  # (B, C, P) keys: visible patches of real channels
-        if mask is not None:
-            tok = tok.masked_fill(mask[..., None], 0.0)  # constant mask token
-            valid = ~mask
-        if ch_mask is not None:
-            real = ch_mask.to(torch.bool)[:, :, None].expand(B, C, P)
-            valid = real if valid is None else valid & real
-        tok = tok + self.chan_embed(self.channel_ids(ch_ids, B, C, x.device))[:, :, None, :]
-        if self.attention == "full":
-            pos = torch.arange(P, device=x.device).repeat(C)  # (C*P,) patch index per token
-            flat = tok.reshape(B, C * P, self.dim)  # (B, C*P, d)
-            kv = None if valid is None else valid.reshape(B, C * P)
-            for blk in self.blocks:
-                flat = blk(flat, key_valid=kv, positions=pos)
-            return self.norm(flat).view(B, C, P, self.dim)
-        masks = None if valid is None else criss_cross_masks(valid)  # shared by the blocks
-        for blk in self.blocks:
-            tok = blk(tok, masks=masks)
-        return self.norm(tok)
-
-
-def _pool_mean(tokens: Tensor, keep: Tensor | None) -> Tensor:
-    """Mean of tokens (B, C, P, d) over the positions where ``keep`` (B, C, P) is True."""
-    if keep is None:
-        return tokens.mean(dim=(1, 2))
-    w = keep[..., None].to(tokens.dtype)  # (B, C, P, 1)
-    return (tokens * w).sum((1, 2)) / w.sum((1, 2)).clamp(min=1.0)
-
-
-def set_attention_impl(model: nn.Module, impl: str) -> nn.Module:
-    """Switch every attention layer of ``model`` to ``impl`` ("sdpa" or "plain")."""
-    check_option("impl", impl, IMPLS)
-    for m in model.modules():
-        if isinstance(m, (CrissCrossAttention, FullAttention)):
-            m.impl = impl
-    return model
 
 
 @register_model("stelar", presets={"tiny": _PRE_TINY, "paper": _PRE_PAPER})
@@ -311,6 +144,12 @@ class StelarPretrain(nn.Module):
         ``no_grad``, is its own target: the "no EMA" variant).
     target_norm : bool
         Layer-normalise the target latents (no affine), as I-JEPA.
+    vocab_ids : sequence of int, optional
+        Ids, in the run's channel vocabulary, of the rows of the channel-embedding table, in
+        row order (STELAR: the 19 channels of the 10-20 set, ``n_channels=19``). When given,
+        ``ch_ids`` are vocabulary ids, each mapped to its row; a channel whose id has no row
+        is treated as padding (never a key, never masked, no loss), so windows of any montage
+        go in and only the table's channels are modelled. None: ``ch_ids`` are rows.
     **encoder_fields
         :data:`ENCODER_FIELDS` of :class:`StelarEncoder`.
 
@@ -327,7 +166,8 @@ class StelarPretrain(nn.Module):
 
     def __init__(self, mask_ratio: float = 0.5, pred_dim: int = 64, pred_heads: int = 2,
                  rec_dim: int = 80, rec_heads: int = 2, mask_token: str = "constant",
-                 ema: bool = True, target_norm: bool = True, **encoder_fields: Any) -> None:
+                 ema: bool = True, target_norm: bool = True,
+                 vocab_ids: Sequence[int] | None = None, **encoder_fields: Any) -> None:
         super().__init__()
         unknown = sorted(set(encoder_fields) - set(ENCODER_FIELDS))
         if unknown:
@@ -341,6 +181,16 @@ class StelarPretrain(nn.Module):
         self.encoder = StelarEncoder(**encoder_fields)
         enc = self.encoder
         d, n_ch, L = enc.dim, enc.chan_embed.num_embeddings, enc.patch_len
+        self.vocab_ids = None if vocab_ids is None else [int(i) for i in vocab_ids]
+        row_of = None
+        if self.vocab_ids is not None:
+            if len(self.vocab_ids) != n_ch or len(set(self.vocab_ids)) != n_ch or min(
+                    self.vocab_ids, default=0) < 0:
+                raise ValueError(f"Invalid value for the 'vocab_ids' parameter: expected "
+                                 f"{n_ch} distinct ids >= 0 (n_channels), got {vocab_ids!r}.")
+            row_of = torch.full((max(self.vocab_ids) + 1,), -1, dtype=torch.long)
+            row_of[torch.tensor(self.vocab_ids)] = torch.arange(n_ch)
+        self.register_buffer("row_of", row_of, persistent=False)  # vocabulary id -> row, -1
         f = {k: encoder_fields[k] for k in ("qkv_bias", "rope_base") if k in encoder_fields}
         eps = encoder_fields.get("norm_eps", 1e-6)
         ratio = encoder_fields.get("mlp_ratio", 4.0)
@@ -363,7 +213,7 @@ class StelarPretrain(nn.Module):
             rec_dim, FullAttention(rec_dim, rec_heads, impl=impl, **f), ratio, eps)
         self.rec_norm = nn.LayerNorm(rec_dim, eps=eps)
         self.rec_head = nn.Linear(rec_dim, L)
-        tok_p, tok_r = _mask_token(mask_token, pred_dim), _mask_token(mask_token, rec_dim)
+        tok_p, tok_r = make_mask_token(mask_token, pred_dim), make_mask_token(mask_token, rec_dim)
         for name, t in (("pred_mask_token", tok_p), ("rec_mask_token", tok_r)):
             if isinstance(t, nn.Parameter):
                 self.register_parameter(name, t)
@@ -371,7 +221,7 @@ class StelarPretrain(nn.Module):
                 self.register_buffer(name, t, persistent=False)
         for m in (self.pred_embed, self.pred_chan_embed, self.pred_block, self.pred_proj,
                   self.rec_embed, self.rec_chan_embed, self.rec_block, self.rec_head):
-            _init_weights(m, std)
+            init_weights(m, std)
 
     @torch.no_grad()
     def update_target(self, momentum: float) -> None:
@@ -386,10 +236,39 @@ class StelarPretrain(nn.Module):
 
     def encode(self, x: Tensor, ch_ids: Tensor | None = None, rate_id: Tensor | None = None,
                ch_mask: Tensor | None = None) -> dict[str, Tensor]:
-        """Unmasked online-encoder ``tokens`` (B, C, P, d) and ``embedding`` (B, d)."""
-        tokens = self.encoder(x, ch_ids, ch_mask)
-        keep = None if ch_mask is None else ch_mask.bool()[:, :, None].expand(tokens.shape[:3])
-        return {"tokens": tokens, "embedding": _pool_mean(tokens, keep)}
+        """Unmasked online-encoder ``tokens`` (B, C, P, d) and ``embedding`` (B, d), the
+        mean over the tokens of real channels (the features of a pre-trained model)."""
+        B, C = x.shape[:2]
+        ids, real = self.channel_rows(ch_ids, ch_mask, B, C, x.device)
+        tokens = self.encoder(x, ids, real)
+        keep = None if real is None else real[:, :, None].expand(tokens.shape[:3])
+        return {"tokens": tokens, "embedding": pool_mean(tokens, keep)}
+
+    def channel_rows(self, ch_ids: Tensor | None, ch_mask: Tensor | None, B: int, C: int,
+                     device: torch.device) -> tuple[Tensor, Tensor | None]:
+        """Rows of the channel table (B, C) and the real-channel mask (B, C) (None: all real).
+
+        With ``vocab_ids``, vocabulary ids map to rows and channels without a row become
+        padding (see the class docstring).
+        """
+        real = None if ch_mask is None else ch_mask.to(torch.bool)
+        if real is not None and tuple(real.shape) != (B, C):
+            raise ValueError(f"Invalid shape for 'ch_mask': expected {(B, C)}, got "
+                             f"{tuple(real.shape)}.")
+        if self.row_of is not None and ch_ids is not None:
+            if tuple(ch_ids.shape) != (B, C):
+                raise ValueError(f"Invalid shape for 'ch_ids': expected {(B, C)}, got "
+                                 f"{tuple(ch_ids.shape)}.")
+            n = self.row_of.numel()
+            inside = (ch_ids >= 0) & (ch_ids < n)
+            rows = torch.where(inside, self.row_of[ch_ids.clamp(0, n - 1)], -1)  # (B, C)
+            known = rows >= 0
+            real = known if real is None else real & known
+            ch_ids = rows.clamp(min=0)  # padding rows: any valid id, never a key
+        ids = self.encoder.channel_ids(ch_ids, B, C, device)
+        if real is not None and bool(real.all()):
+            real = None  # no padding: skip the key masks where nothing else is masked
+        return ids, real
 
     def forward(self, x: Tensor, ch_ids: Tensor | None = None, rate_id: Tensor | None = None,
                 ch_mask: Tensor | None = None, mask: Tensor | None = None,
@@ -397,13 +276,7 @@ class StelarPretrain(nn.Module):
         enc = self.encoder
         signal = x * enc.input_scale if enc.input_scale != 1.0 else x
         B, C, P, L = patchify(signal, enc.patch_len).shape
-        ids = enc.channel_ids(ch_ids, B, C, x.device)
-        real = None if ch_mask is None else ch_mask.to(torch.bool)
-        if real is not None and tuple(real.shape) != (B, C):
-            raise ValueError(f"Invalid shape for 'ch_mask': expected {(B, C)}, got "
-                             f"{tuple(real.shape)}.")
-        if real is not None and bool(real.all()):
-            real = None  # no padding: skip the key masks where nothing else is masked
+        ids, real = self.channel_rows(ch_ids, ch_mask, B, C, x.device)
         if mask is None:
             mask = random_patch_mask(B, C, P, self.mask_ratio, real, generator, x.device)
         elif tuple(mask.shape) != (B, C, P):
@@ -436,7 +309,7 @@ class StelarPretrain(nn.Module):
         kv = None if real3 is None else real3.reshape(B, C * P)
         r = self.rec_block(r, key_valid=kv, positions=pos)
         recon = self.rec_head(self.rec_norm(r)).view(B, C, P, L)  # (B, C, P, patch_len)
-        return {"tokens": tokens, "embedding": _pool_mean(tokens, visible), "pred": pred,
+        return {"tokens": tokens, "embedding": pool_mean(tokens, visible), "pred": pred,
                 "target": target, "recon": unpatchify(recon), "signal": signal, "mask": mask}
 
 
@@ -467,6 +340,12 @@ class StelarClassifier(nn.Module):
         looked up in ``channel_vocab``. None: no adapter, the batch's ``ch_ids`` are used.
     channel_vocab : ChannelVocabulary or sequence of str, optional
         The pre-training vocabulary (names in id order) for named ``adapter_channels``.
+    channel_names : sequence of str, optional
+        The dataset's channel names in input order (``n_chans`` of them). With named
+        ``adapter_channels`` the adapter then starts as :meth:`ChannelAdapter.from_names`:
+        each pre-training channel the dataset has is copied, the others get the mean of all
+        channels (**our default**; the paper does not say how its adapter starts). Without
+        it the adapter starts as a random 1x1 convolution.
     n_times : int, optional
         Window length in samples (a multiple of ``patch_len``; required for "flatten").
     **encoder_fields
@@ -483,6 +362,7 @@ class StelarClassifier(nn.Module):
                  head_hidden: int | None = None, head_dropout: float = 0.0,
                  pooling: str = "mean", adapter_channels: int | Sequence[str] | None = None,
                  channel_vocab: ChannelVocabulary | Sequence[str] | None = None,
+                 channel_names: Sequence[str] | None = None,
                  n_times: int | None = None, **encoder_fields: Any) -> None:
         super().__init__()
         unknown = sorted(set(encoder_fields) - set(ENCODER_FIELDS))
@@ -500,7 +380,15 @@ class StelarClassifier(nn.Module):
                 raise ValueError("Invalid value for the 'n_chans' parameter: the channel adapter "
                                  "needs the dataset's channel count, got None.")
             ids = self._adapter_ids(adapter_channels, channel_vocab)
-            self.adapter = ChannelAdapter(n_chans, len(ids))
+            if channel_names is not None and not isinstance(adapter_channels, int):
+                if len(channel_names) != n_chans:
+                    raise ValueError(f"Invalid value for the 'channel_names' parameter: "
+                                     f"expected n_chans={n_chans} names, got "
+                                     f"{len(channel_names)}.")
+                self.adapter = ChannelAdapter.from_names(list(channel_names),
+                                                         list(adapter_channels))
+            else:
+                self.adapter = ChannelAdapter(n_chans, len(ids))
         self.register_buffer("adapter_ids", ids, persistent=False)
         if n_times is not None:
             patchify(torch.zeros(1, 1, n_times), self.encoder.patch_len)  # raises if invalid
@@ -556,7 +444,7 @@ class StelarClassifier(nn.Module):
         tokens = self.encoder(x, ch_ids, ch_mask)  # (B, C', P, d)
         keep = None if ch_mask is None else ch_mask.bool()[:, :, None].expand(tokens.shape[:3])
         if self.pooling == "mean":
-            emb = _pool_mean(tokens, keep)
+            emb = pool_mean(tokens, keep)
         else:
             emb = (tokens if keep is None else tokens * keep[..., None]).flatten(1)
         return {"logits": self.head(emb), "embedding": emb, "tokens": tokens}
