@@ -111,16 +111,14 @@ def test_omfa_beats_band_power_and_scratch(smoke):
 def test_ablation_notebooks(smoke):
     omfa = smoke["metrics"]["05_ablations__omfa"]
     assert set(omfa) == {f"accuracy_{v}" for v in
-                         ["art_gat", "nograph", "gcn", "fixed_patch", "scratch"]} | {
-        "transfer_accuracy_intersection", "transfer_accuracy_ucs"}
+                         ["art_gat", "nograph", "gcn", "scratch"]}
     eegm2 = smoke["metrics"]["05_ablations__eegm2"]
-    assert set(eegm2) == {f"accuracy_{v}" for v in ["eegm2", "s1", "s2", "s3", "s4", "s5"]}
+    assert set(eegm2) == {f"accuracy_{v}" for v in ["eegm2", "s1", "s2", "s5"]}
     assert all(0 <= v <= 1 for v in [*omfa.values(), *eegm2.values()])
 
 
-@pytest.mark.parametrize("method", ["omfa", "eegm2"])
-def test_embedding_notebook(smoke, method):
-    m = smoke["metrics"][f"06_embeddings__{method}"]
+def test_embedding_notebook(smoke):
+    m = smoke["metrics"]["06_embeddings__omfa"]
     for key in ("ari_pre-trained", "nmi_pre-trained", "ari_scratch", "nmi_scratch"):
         assert -1 <= m[key] <= 1
 
@@ -268,4 +266,3 @@ def test_stelar_notebooks(smoke):
     runs = smoke["root"] / "run" / "stelar" / "finetune"
     for v in ("fixed_0.1", "random_encoder"):  # one run folder for what 05 and 12 both asked
         assert len(list(runs.glob(f"syn_seed-{v}-linear-subject_kfold-*"))) == 1, v
-    assert -1 <= smoke["metrics"]["06_embeddings__stelar"]["ari_pre-trained"] <= 1

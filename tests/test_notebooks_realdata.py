@@ -40,7 +40,7 @@ def test_omfa_notebooks_on_real_data(dataset, folder, shared_data, cache):
     common = {"method": "omfa", "data_path": path, "recipe": "minimal"}
     pre = _run("03_pretrain", cache, datasets=[dataset], **common)
     assert pre["loss_last"] < pre["loss_first"]
-    ft = _run("04_finetune", cache, dataset=dataset, scratch_variant="", finetune_epochs=20,
+    ft = _run("04_finetune", cache, dataset=dataset, scratch_variant="", finetune_epochs=16,
               pretrain_datasets=[dataset], **common)  # as in profiles/smoke.yaml
     assert ft["n_subjects"] == (2 if dataset == "eegmat" else 1)
     assert 0 <= ft["balanced_accuracy"] <= 1 and 0 <= ft["baseline_balanced_accuracy"] <= 1

@@ -76,7 +76,14 @@ def _canonical_names() -> tuple[str, ...]:
 
     names = mne.channels.make_standard_montage("colin27_1005").ch_names
     names = [n for n in names if n.upper() not in ALIASES]
-    return tuple(names) + tuple(EXTRA_ELECTRODES) + ("A1", "A2")
+    # (the montage may already hold A1/A2: keep every name once, in montage order)
+    return tuple(dict.fromkeys([*names, *EXTRA_ELECTRODES, "A1", "A2"]))
+
+
+def canonical_channel_names() -> tuple[str, ...]:
+    """Every canonical channel name the workbench knows (10-05 positions, the extra electrodes,
+    A1/A2), each once, in montage order: e.g. a vocabulary that any montage fits into."""
+    return _canonical_names()
 
 
 @functools.lru_cache(maxsize=1)

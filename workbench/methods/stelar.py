@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..channels import ChannelVocabulary, _canonical_names
+from ..channels import ChannelVocabulary, canonical_channel_names
 from ..config import Profile, TrainConfig
 from ..data.datasets import ConcatDataset, WindowDataset
 from ..data.store import WindowStore
@@ -117,7 +117,7 @@ class STELARMethod(Method):
     def vocabulary(self, stores: Sequence[WindowStore]) -> ChannelVocabulary:
         """Every 10-05 name (and the stores' channels): any downstream montage loads with the
         pre-training run's vocabulary; the model itself embeds only the 19 of :data:`ROWS`."""
-        every = tuple(dict.fromkeys(_canonical_names()))  # (it lists A1/A2 twice)
+        every = canonical_channel_names()
         return ChannelVocabulary.union(every, *[s.ch_names for s in stores])
 
     @staticmethod

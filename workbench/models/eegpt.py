@@ -52,6 +52,7 @@ from workbench.models.eegpt_encoder import (
 )
 from workbench.models.layers.graph import GATLayer
 from workbench.models.registry import register_model
+from workbench.models.transfer import load_encoder_state
 from workbench.utils import check_option
 
 logger = logging.getLogger("workbench")
@@ -317,21 +318,7 @@ def load_pretrained_encoder(classifier: nn.Module, pretrain_state_dict: Mapping[
     if not isinstance(getattr(classifier, "encoder", None), ElectrodeTemporalEncoder):
         raise ValueError(f"{type(classifier).__name__} has no ElectrodeTemporalEncoder "
                          "'encoder'; expected an EEGPTClassifier.")
-    state = dict(pretrain_state_dict)
-    for prefix in ("module.", "_orig_mod."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    if any(k.startswith("encoder.") for k in state):
-        state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
-    target = classifier.encoder.state_dict()
-    missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
-    mismatched = [f"{k}: classifier {tuple(target[k].shape)} vs checkpoint "
-                  f"{tuple(state[k].shape)}" for k in sorted(set(target) & set(state))
-                  if target[k].shape != state[k].shape]
-    if missing or unexpected or mismatched:
-        raise ValueError(f"load_pretrained_encoder: missing keys {missing}; unexpected keys "
-                         f"{unexpected}; shape mismatches {mismatched} (was the encoder "
-                         "pre-trained with another preset?).")
-    classifier.encoder.load_state_dict(state)
-    logger.info("Loaded %d pre-trained ETE tensors into %s.", len(state), type(classifier).__name__)
-    return {"loaded": sorted(state)}
+    keys = load_encoder_state(classifier.encoder, pretrain_state_dict, what="ETE",
+                              hint="pre-trained with another preset?")
+    return {"loaded": keys}
+

@@ -62,6 +62,7 @@ from workbench.models.stelar_encoder import (
     random_patch_mask,
     set_attention_impl,
 )
+from workbench.models.transfer import load_encoder_state, strip_wrappers
 from workbench.utils import check_option
 
 logger = logging.getLogger("workbench")
@@ -477,26 +478,11 @@ def load_pretrained_encoder(classifier: nn.Module, pretrain_state_dict: Mapping[
     check_option("source", source, ["online", "target"])
     if not isinstance(getattr(classifier, "encoder", None), StelarEncoder):
         raise ValueError(f"{type(classifier).__name__} has no StelarEncoder 'encoder'.")
-    state = dict(pretrain_state_dict)
-    for prefix in ("module.", "_orig_mod."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
     prefix = "encoder." if source == "online" else "target_encoder."
-    if any(k.startswith(prefix) for k in state):
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    elif source == "target":
+    state = strip_wrappers(pretrain_state_dict)
+    if source == "target" and not any(k.startswith(prefix) for k in state):
         raise ValueError("load_pretrained_encoder: source='target' but the state dict has no "
                          "'target_encoder.' keys (pre-trained without EMA?).")
-    target = classifier.encoder.state_dict()
-    missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
-    mismatched = [f"{k}: classifier {tuple(target[k].shape)} vs checkpoint "
-                  f"{tuple(state[k].shape)}" for k in sorted(set(target) & set(state))
-                  if target[k].shape != state[k].shape]
-    if missing or unexpected or mismatched:
-        raise ValueError(f"load_pretrained_encoder: the checkpoint does not fit the classifier's "
-                         f"encoder (built with other encoder arguments?): missing keys "
-                         f"{missing}; unexpected keys {unexpected}; shape mismatches "
-                         f"{mismatched}.")
-    classifier.encoder.load_state_dict(state)
-    logger.info("Loaded %d pre-trained STELAR encoder tensors (%s).", len(state), source)
-    return sorted(state)
+    return load_encoder_state(classifier.encoder, state, prefix=prefix,
+                              what=f"STELAR encoder ({source})",
+                              hint="built with other encoder arguments?")

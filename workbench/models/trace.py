@@ -46,6 +46,7 @@ from workbench.models.layers.multiscale_patch import (
 )
 from workbench.models.layers.rope import RMSNorm
 from workbench.models.registry import register_model
+from workbench.models.transfer import load_encoder_state
 from workbench.utils import check_option
 
 logger = logging.getLogger("workbench")
@@ -527,21 +528,6 @@ def load_pretrained_encoder(classifier: nn.Module, pretrain_state_dict: Mapping[
     if not isinstance(getattr(classifier, "encoder", None), TraceEncoder):
         raise ValueError(f"{type(classifier).__name__} has no TraceEncoder attribute "
                          "'encoder'; expected a TraceClassifier.")
-    state = dict(pretrain_state_dict)
-    for prefix in ("module.", "_orig_mod."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
-    target = classifier.encoder.state_dict()
-    missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
-    mismatched = [f"{k}: classifier {tuple(target[k].shape)} vs checkpoint "
-                  f"{tuple(state[k].shape)}" for k in sorted(set(target) & set(state))
-                  if target[k].shape != state[k].shape]
-    if missing or unexpected or mismatched:
-        raise ValueError(f"load_pretrained_encoder: the checkpoint does not fit the encoder "
-                         f"(pre-trained with another preset or ablation switch?); missing "
-                         f"keys {missing}; unexpected keys {unexpected}; shape mismatches "
-                         f"{mismatched}.")
-    classifier.encoder.load_state_dict(state)
-    logger.info("Loaded %d pre-trained Trace encoder tensors.", len(state))
-    return sorted(state)
+    return load_encoder_state(classifier.encoder, pretrain_state_dict, what="Trace encoder",
+                              hint="pre-trained with another preset or ablation switch?")
+
