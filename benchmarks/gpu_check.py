@@ -190,8 +190,10 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
 
 def fwd_bwd(model: torch.nn.Module, x: torch.Tensor, amp: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
     """One forward + backward: (main output in float32, all gradients flattened, parameters
-    left without a gradient)."""
+    left without a gradient). The RNG is re-seeded first, so a model that draws at random (a
+    masked pre-training model) draws the same in the float32 and the bf16 pass."""
     model.zero_grad(set_to_none=True)
+    torch.manual_seed(0)
     ctx = (torch.autocast(x.device.type, dtype=torch.bfloat16) if amp
            else contextlib.nullcontext())
     with ctx:
@@ -266,8 +268,10 @@ def section_models(args, device: torch.device) -> dict:
             if preset not in model_presets(name):
                 row["status"] = f"skipped: no {preset!r} preset"
                 continue
-            T = int(model_presets(name)[preset].get("n_times") or
-                    (256 if preset == "tiny" else 1024))
+            spec = model_presets(name)[preset]
+            patch = spec.get("patch_len") or spec.get("token_len")  # patch/token models
+            T = int(spec.get("n_times") or (4 * patch if patch else
+                                             (256 if preset == "tiny" else 1024)))
             B = 2 if preset == "tiny" else 4
             try:
                 torch.manual_seed(0)
@@ -416,9 +420,11 @@ def section_efficiency(args, device: torch.device) -> dict:
     lengths = [128, 256] if quick else [1280 * k for k in range(1, 11)]
     warmup, repeats = (1, 1) if quick else (15, 10)
     tables, rows = {}, []
-    for name in ("eegm2", "eegm2_s5"):
+    # EEGM2 and its ablation S5 (Transformer blocks): one registered model, two block types
+    for name, block in (("eegm2", "mamba2"), ("eegm2_s5", "transformer")):
         try:
-            df = measure_efficiency(lambda name=name: create_model(name, "paper", n_chans=16),
+            df = measure_efficiency(lambda block=block: create_model("eegm2", "paper", n_chans=16,
+                                                                     block=block),
                                     16, lengths, warmup=warmup, repeats=repeats,
                                     device=str(device), name=name)
             tables[name] = df.set_index("length")
