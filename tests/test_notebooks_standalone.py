@@ -105,7 +105,7 @@ def test_07_opened_on_its_own_finds_the_reproductions_runs(project):
     metrics = json.loads((root / "runs" / "smoke" / "metrics" / "07_gat_connectivity.json")
                          .read_text())
     assert 0 < metrics["class_difference_p"] <= 1
-    assert "**Outcome (07_gat_connectivity)**" in text and "uniform (KL" in text
+    assert "**Outcome (07_gat_connectivity)**" in text and "KL from uniform" in text
     assert not (root / "notebooks" / "runs").exists()  # never relative to the notebook's folder
     assert (root / "figures" / "07_gat_connectivity__connectivity_class0.png").exists()
 
