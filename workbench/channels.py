@@ -294,9 +294,11 @@ def bipolar_derivation(data: np.ndarray, ch_names: Sequence[str],
     return data[a] - data[c], [f"{p[0]}-{p[1]}" for p in pairs]
 
 
-SAMPLING_RATES: tuple[float, ...] = (128.0, 200.0, 160.0, 250.0, 256.0, 500.0, 512.0, 1000.0)
+SAMPLING_RATES: tuple[float, ...] = (128.0, 200.0, 160.0, 250.0, 256.0, 500.0, 512.0, 1000.0,
+                                      100.0)
 """Global sampling-rate vocabulary: ``rate_index`` gives the id fed to rate embeddings (E_rate).
-The first two are the rates of the One Model for All paper (DEAP/DREAMER 128 Hz, SEED 200 Hz)."""
+The first two are the rates of the One Model for All paper (DEAP/DREAMER 128 Hz, SEED 200 Hz);
+new rates are appended (100 Hz: the benchmark suites), so the ids of the others never change."""
 
 
 def rate_index(sfreq: float) -> int:

@@ -11,6 +11,8 @@
                          [--resample HZ] [--channel-policy P] [--labels TABLE]
                          [--reader-option KEY=VALUE ...]
     workbench bench [NAME [ARGS...]]
+    workbench benchmark SUITE [SUITE...] [--data-path DIR | --data-root DIR] [--methods ...]
+                        [--baselines ...] [--modes ...] [--profile P] [--max-subjects N]
 
 Logs go to stderr (``--log-level``), results to stdout. Exit codes: 0 success, 1 failures (a
 notebook failed, a dataset check found problems, a needed module is missing), 2 usage errors
@@ -212,6 +214,57 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    """Run notebook 11_benchmark for the suites (figures, tables and report.html as
+    ``workbench reproduce`` writes them); print each suite's summary."""
+    import pandas as pd
+
+    from . import reproduce as rp
+    from .suites import BASELINES, list_suites
+
+    for name in args.suite:
+        if name not in list_suites() and not name.endswith((".yaml", ".yml")):
+            _err(f"unknown suite {name!r}; available: {list_suites()} (or a suite .yaml file).")
+            return EXIT_USAGE
+    if args.data_path and len(args.suite) > 1:
+        _err("--data-path names one dataset folder: give --data-root (one folder per dataset) "
+             "for several suites.")
+        return EXIT_USAGE
+    bad = sorted(set(args.baselines or []) - set(BASELINES))
+    if bad:
+        _err(f"unknown baselines {bad}; available: {list(BASELINES)}.")
+        return EXIT_USAGE
+    params = {"suites": list(args.suite), "data_path": args.data_path or "",
+              "data_root": args.data_root or "", "methods": list(args.methods or []),
+              "baselines": list(BASELINES if args.baselines is None else args.baselines),
+              "modes": list(args.modes or []), "max_subjects": args.max_subjects or 0,
+              "max_folds": args.max_folds or 0, "device": args.device}
+    run_dir = Path(args.run_dir or Path("runs") / Path(args.profile).stem)
+    status = rp.reproduce(profile=args.profile, only=["11_benchmark"], run_dir=run_dir,
+                          figures_dir=args.figures_dir, parameters=params)
+    row = status.iloc[0]
+    if row["status"] != "ok":
+        _err(f"11_benchmark failed: {row['error']}\n    executed copy: {row['executed_path']}")
+        return EXIT_FAILED
+    code = EXIT_OK
+    for name in args.suite:
+        stem = Path(name).stem
+        summary = run_dir / "benchmarks" / stem / "summary.csv"
+        if not summary.exists():
+            _err(f"suite {stem}: no results (see {run_dir / 'tables'} for the missing data "
+                 "and how to get it).")
+            code = EXIT_FAILED
+            continue
+        info = json.loads((summary.parent / "suite.json").read_text())
+        df = pd.read_csv(summary)
+        df = df[df["metric"] == info["metric"]]
+        print(f"# {stem}: {info['metric']} (chance {info['chance']:.2f}); "
+              + ("the published protocol" if info["exact"] else info["note"]))
+        print(df[["method", "mode", "mean", "std", "n"]].round(4).to_string(index=False))
+    print(f"report: {Path(args.figures_dir) / 'report.html'}")
+    return code
+
+
 # ----------------------------------------------------------------------------- parser
 def _add_reader_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", metavar="TABLE",
@@ -283,6 +336,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("name", nargs="?")
     b.add_argument("args", nargs=argparse.REMAINDER, help="passed to the script")
     b.set_defaults(func=_cmd_bench)
+
+    bm = sub.add_parser("benchmark", help="run benchmark suites: every method and the classic "
+                                          "baselines on a published protocol (notebook 11)")
+    bm.add_argument("suite", nargs="+", help="eegmat, physionet_mi, sleep_edf or a .yaml file")
+    bm.add_argument("--data-path", help="the dataset's folder (one suite)")
+    bm.add_argument("--data-root", help="a folder holding one folder per dataset")
+    bm.add_argument("--methods", nargs="+", metavar="METHOD",
+                    help="foundation methods (default: all registered)")
+    bm.add_argument("--baselines", nargs="*", metavar="NAME",
+                    help="de, eegnet, shallow_convnet (default: all; none: no value)")
+    bm.add_argument("--modes", nargs="+", help="adaptation modes (default: linear full)")
+    bm.add_argument("--profile", default="smoke", help="smoke or paper (default: smoke)")
+    bm.add_argument("--max-subjects", type=int, help="use only the first N subjects")
+    bm.add_argument("--max-folds", type=int, help="run only the first N subject folds")
+    bm.add_argument("--device", default="auto")
+    bm.add_argument("--run-dir", help="default: runs/PROFILE")
+    bm.add_argument("--figures-dir", default="figures", help="figures and report.html")
+    bm.set_defaults(func=_cmd_benchmark)
     return p
 
 

@@ -36,7 +36,7 @@ def is_synthetic(dataset: str) -> bool:
 
 def load_store(dataset: str, *, profile: str | Profile = "smoke", data_path: str | None = None,
                window_s: float = 2.0, overlap_s: float = 0.0, scale: str | None = "microvolts",
-               recipe: str | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None,
+               recipe: str | dict[str, Any] | None = None, seed: int = 0, cache_dir: str | os.PathLike | None = None,
                reader_options: dict[str, Any] | None = None, n_jobs: int = 1,
                sfreq: float | None = None, labels: str | os.PathLike | None = None
                ) -> WindowStore:
@@ -51,9 +51,10 @@ def load_store(dataset: str, *, profile: str | Profile = "smoke", data_path: str
         Sizes of the synthetic corpus and the subject limit (``max_subjects``).
     window_s, overlap_s, scale
         Windowing (inside labelled events) and amplitude scaling.
-    recipe : str, optional
-        A preprocessing recipe (:data:`workbench.data.preprocess.RECIPES`); None windows the
-        recordings as they are (the synthetic corpus is already clean of drifts).
+    recipe : str or dict, optional
+        A preprocessing recipe (:data:`workbench.data.preprocess.RECIPES`), or the fields of a
+        :class:`~workbench.data.preprocess.PreprocessConfig` (a benchmark suite's); None windows
+        the recordings as they are (the synthetic corpus is already clean of drifts).
     reader_options : dict, optional
         Passed to the reader (e.g. ``{"task": "imagery_lr"}``, ``{"sfreq": 256}`` for CSV).
     sfreq : float, optional
@@ -107,9 +108,12 @@ def load_store(dataset: str, *, profile: str | Profile = "smoke", data_path: str
         return build_store(recordings, root, window_s=window_s, overlap_s=overlap_s, scale=scale,
                            provenance=provenance, overwrite=True, sfreq=sfreq)
     from .preprocess import get_recipe, run_pipeline
+    from .preprocess.recipes import as_config
 
     over = {"resample": sfreq} if sfreq is not None else {}
-    cfg = get_recipe(recipe, window_s=window_s, overlap_s=overlap_s, scale=scale, **over)
+    over.update(window_s=window_s, overlap_s=overlap_s, scale=scale)
+    cfg = (as_config({**recipe, **over}) if isinstance(recipe, dict)
+           else get_recipe(recipe, **over))
     result = run_pipeline(recordings, cfg=cfg, out_dir=root, n_jobs=n_jobs,
                           cache_dir=cache / "preprocess", provenance=provenance)
     if result.store is None:

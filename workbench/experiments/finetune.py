@@ -104,7 +104,9 @@ def finetune(method: str | Method, store: WindowStore, *,
              protocol: str | Protocol = "within_subject", mode: str | None = None,
              subjects: Sequence[str] | None = None, device: str = "auto",
              channels: Sequence[str] | None = None, baseline: bool = False,
-             train_stores: Sequence[WindowStore] = (), lora_rank: int = 8) -> FinetuneResult:
+             train_stores: Sequence[WindowStore] = (), lora_rank: int = 8,
+             class_weight: str | None = None,
+             selection_metric: str | None = None) -> FinetuneResult:
     """Fine-tune (or probe) ``method`` on ``store`` under ``protocol`` in ``mode``.
 
     Parameters
@@ -138,6 +140,12 @@ def finetune(method: str | Method, store: WindowStore, *,
         The training datasets of the ``cross_dataset`` protocol.
     lora_rank : int
         Rank of the LoRA adapters (``mode="lora"``).
+    class_weight : {"balanced"}, optional
+        Weight the cross entropy by ``n / (K * n_k)`` of each fold's training windows
+        (imbalanced classes, e.g. 180 s of rest against 62 s of arithmetic in eegmat).
+    selection_metric : str, optional
+        The validation metric that selects checkpoints (one of :data:`METRICS`; default: the
+        method's, the paper's). Benchmarks select on their own metric.
     """
     m, prof = get_method(method), as_profile(profile)
     protocol = Protocol.of(protocol)
@@ -158,6 +166,9 @@ def finetune(method: str | Method, store: WindowStore, *,
         vocab = m.vocabulary([store, *train_stores])
     cfg = m.finetune_config(prof, store, mode)
     subj = _subjects(store, prof, subjects, protocol)
+    check_option("class_weight", class_weight, ("balanced", None))
+    if selection_metric is not None:
+        check_option("selection_metric", selection_metric, METRICS)
     settings = {
         "kind": "finetune", "method": m.name, "variant": variant, "mode": mode,
         "store": store_id(store), "preset": prof.preset, "protocol": protocol.settings(),
@@ -165,6 +176,9 @@ def finetune(method: str | Method, store: WindowStore, *,
         "pretrained": None if state is None else checkpoint_id(pretrained),
         "channels": None if channels is None else list(channels),
         "train_stores": [store_id(s) for s in train_stores], "lora_rank": lora_rank}
+    # recorded only when set, so runs made before these options keep their folders
+    settings.update({k: v for k, v in (("class_weight", class_weight),
+                                       ("selection_metric", selection_metric)) if v})
     run = (RunFolder(Path(out_dir), settings) if out_dir is not None else
            as_layout(run_dir).run("finetune", m.name,
                                   f"{store.dataset}-{variant}-{mode}-{protocol.name}", settings))
@@ -181,7 +195,7 @@ def finetune(method: str | Method, store: WindowStore, *,
                               preds[preds["seed"].isin(seeds)].reset_index(drop=True), run.path)
     resume = run.claim()
     ctx = _FoldContext(m, prof, variant, mode, state, vocab, cfg, device, channels, resume,
-                       lora_rank)
+                       lora_rank, class_weight, selection_metric)
     rows, preds = [], []
     for seed in seeds:
         for sp, train_ds, val_ds, test_ds, index in _folds(protocol, store, train_stores, vocab,
@@ -208,7 +222,7 @@ def finetune(method: str | Method, store: WindowStore, *,
                      met["balanced_accuracy"])
             if baseline:
                 rows.append({**common, "variant": "DE baseline", "mode": "features",
-                             **_baseline_fold(train_ds, val_ds, test_ds, n_classes, seed)})
+                             **baseline_fold(train_ds, val_ds, test_ds, n_classes, seed)})
     res = FinetuneResult(m.name, variant, pd.DataFrame(rows), pd.concat(preds, ignore_index=True),
                          run.path)
     run.path.mkdir(parents=True, exist_ok=True)
@@ -298,7 +312,7 @@ def _flat(*datasets: Dataset | None) -> list[WindowDataset]:
     return out
 
 
-def _baseline_fold(train_ds: Dataset, val_ds: Dataset, test_ds: Dataset, n_classes: int,
+def baseline_fold(train_ds: Dataset, val_ds: Dataset, test_ds: Dataset, n_classes: int,
                    seed: int) -> dict[str, float]:
     """The DE band-power baseline (logistic regression) trained on the fold's training and
     validation windows, tested on its test windows."""
@@ -343,6 +357,8 @@ class _FoldContext:
     channels: Sequence[str] | None
     resume: bool
     lora_rank: int
+    class_weight: str | None = None
+    selection_metric: str | None = None
 
     def build(self, store: WindowStore, n_classes: int) -> tuple[nn.Module, dict]:
         head = {"linear": "linear"}.get(self.mode, "default")
@@ -355,7 +371,7 @@ class _FoldContext:
         if self.mode in ("probe", "mlp"):
             return self._probe(train_ds, val_ds, test_ds, n_classes, store)
         model, spec = self.build(store, n_classes)
-        metric = self.m.selection_metric(n_classes)
+        metric = self.selection_metric or self.m.selection_metric(n_classes)
         cfg = dataclasses.replace(self.cfg, seed=seed, progress=self.prof.progress,
                                   monitor=f"val_{metric}", monitor_mode="max")
         enc = self.m.encoder_parameter_names(model)
@@ -370,7 +386,10 @@ class _FoldContext:
         train = make_loader(train_ds, cfg.batch_size, shuffle=True, seed=seed, pin_memory=pin)
         val = make_loader(val_ds or train_ds, 256, shuffle=False, pin_memory=pin)
         test = make_loader(test_ds, 256, shuffle=False, pin_memory=pin)
-        trainer = Trainer(model, self.m.finetune_objective(store), cfg, fold_dir,
+        objective = self.m.finetune_objective(store)
+        if self.class_weight == "balanced":
+            objective = _balanced(objective, train_ds, n_classes)
+        trainer = Trainer(model, objective, cfg, fold_dir,
                           device=self.device, param_groups=groups, model_spec=spec,
                           val_metrics=selection_metrics(metric))
         trainer.fit(train, val, resume=self.resume)
@@ -388,6 +407,20 @@ class _FoldContext:
         probs = np.zeros((len(xte), n_classes))
         probs[:, probe.classes.astype(int)] = probe.proba  # classes absent from training get 0
         return probs, yte, ite
+
+
+def _balanced(objective: nn.Module, train_ds: Dataset, n_classes: int) -> nn.Module:
+    """``objective`` with the cross entropy weighted by ``n / (K * n_k)`` of ``train_ds``."""
+    from ..objectives.classification import ClassificationObjective
+
+    if not isinstance(objective, ClassificationObjective):
+        raise ValueError(f"class_weight='balanced' needs the cross-entropy objective; the "
+                         f"method's is {type(objective).__name__}.")
+    y = np.concatenate([d.labels for d in _flat(train_ds)])
+    counts = np.bincount(y[y >= 0], minlength=n_classes).astype(float)
+    # a class absent from training keeps weight 1 (it contributes no loss either way)
+    weight = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 1.0)
+    return ClassificationObjective(objective.label_smoothing, class_weight=weight)
 
 
 def _adapters_at_new_layer_rate(model: nn.Module, groups: list[dict] | None,

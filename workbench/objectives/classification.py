@@ -20,10 +20,21 @@ class ClassificationObjective(nn.Module):
     ----------
     label_smoothing : float
         Label smoothing of the cross entropy (0 = none).
+    class_weight : sequence of float, optional
+        A weight per class (e.g. ``n / (K * n_k)``, "balanced", for imbalanced classes); the
+        loss is the weighted mean over the labelled windows, as ``F.cross_entropy``'s.
     """
 
-    def __init__(self, label_smoothing: float = 0.0):
+    def __init__(self, label_smoothing: float = 0.0, class_weight=None):
         super().__init__()
+        if class_weight is not None:
+            w = torch.as_tensor(class_weight, dtype=torch.float32)
+            if w.ndim != 1 or not bool((w > 0).all()):
+                raise ValueError(f"Invalid value for the 'class_weight' parameter: expected one "
+                                 f"positive weight per class, got {class_weight!r}.")
+            self.register_buffer("class_weight", w)
+        else:
+            self.class_weight = None
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(
                 f"Invalid value for the 'label_smoothing' parameter: expected a "
@@ -46,11 +57,16 @@ class ClassificationObjective(nn.Module):
         per_window = F.cross_entropy(
             logits.float(),
             y,
+            weight=self.class_weight,
             ignore_index=-1,
             reduction="none",
             label_smoothing=self.label_smoothing,
-        )  # (B,), 0 if y = -1
-        loss = per_window.sum() / n
+        )  # (B,), 0 if y = -1; times the weight of the window's class when weighted
+        if self.class_weight is None:
+            loss = per_window.sum() / n
+        else:  # weighted mean: sum_i w_{y_i} l_i / sum_i w_{y_i}
+            loss = per_window.sum() / self.class_weight[y.clamp(min=0)][labelled].sum().clamp(
+                min=1e-12)
         with torch.no_grad():
             acc = ((logits.argmax(1) == y) & labelled).sum() / n
         return loss, {"loss": loss.detach(), "acc": acc}  # 0-d tensors: no host sync

@@ -342,6 +342,34 @@ def _reconstruction(m: Mapping[str, Any]) -> list[str]:
     return out
 
 
+@register_outcome("11_benchmark")
+def _benchmark(m: Mapping[str, Any]) -> list[str]:
+    out = []
+    for suite in m.get("suites_run", []):
+        r = m.get(suite, {})
+        ours, pub, chance = r.get("ours", {}), r.get("published", {}), r.get("chance")
+        if not ours:
+            out.append(f"{suite}: no run finished ({r.get('failures', 0)} failed).")
+            continue
+        best = max(ours, key=ours.get)
+        above = [k for k, v in ours.items() if chance is not None and v > chance + MARGIN]
+        text = (f"{suite} ({r.get('subjects')} subjects, {r.get('metric', 'metric')}): best of "
+                f"ours {best} {_num(ours[best])}; {len(above)} of {len(ours)} runs more than "
+                f"{MARGIN} above chance {_num(chance)}")
+        if pub:
+            text += f"; published {_num(min(pub.values()))}-{_num(max(pub.values()))}"
+        text += (". The published protocol: comparable." if r.get("exact") else
+                 f". Not comparable with the published numbers: {r.get('note', '')}.")
+        if r.get("failures"):
+            text += f" {r['failures']} runs failed (listed in the tables)."
+        out.append(text)
+    missing = m.get("suites_missing", [])
+    if missing:
+        out.append(f"No data for {', '.join(missing)}: the table 'missing_data' says how to get "
+                   "them.")
+    return out
+
+
 def map_caption(sig: Mapping[str, Any], unit: str = "trials") -> str:
     """A title line for a class-difference map from
     :func:`workbench.analysis.spectra.class_difference_significance`: whether the map is above

@@ -226,9 +226,9 @@ def download(path: str | Path, subjects=None) -> Path:
     if subjects is not None:
         wanted = {f"chb{int(s):02d}" for s in subjects}
         cases = [c for c in cases if c in wanted]
-    for case in cases:
-        files = [n for n in names if n.startswith(case + "/")] + [f"{case}/{case}-summary.txt"]
-        for n in files:
-            pooch.retrieve(BASE_URL + n, known_hash=None, fname=Path(n).name, path=path / case,
-                           progressbar=False)
+    from .physionet import fetch
+
+    files = [n for case in cases for n in
+             [m for m in names if m.startswith(case + "/")] + [f"{case}/{case}-summary.txt"]]
+    fetch(BASE_URL, files, path)  # each file checked against PhysioNet's SHA-256
     return path

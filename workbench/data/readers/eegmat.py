@@ -114,13 +114,11 @@ def check_file(file: str | Path, **options: Any) -> str:
 
 
 def download(path: str | Path, subjects=None) -> Path:
-    """Fetch ``SubjectNN_{1,2}.edf`` and ``subject-info.csv`` from PhysioNet (pooch)."""
-    import pooch
+    """Fetch ``SubjectNN_{1,2}.edf`` and ``subject-info.csv`` from PhysioNet, each checked
+    against PhysioNet's SHA-256 (files already there and intact are kept: a re-run resumes)."""
+    from .physionet import fetch
 
     subjects = range(N_SUBJECTS) if subjects is None else [int(s) for s in subjects]
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     names = ["subject-info.csv"] + [f"Subject{s:02d}_{c}.edf" for s in subjects for c in (1, 2)]
-    for n in names:
-        pooch.retrieve(BASE_URL + n, known_hash=None, fname=n, path=path, progressbar=False)
-    return path
+    fetch(BASE_URL, names, path)
+    return Path(path)
