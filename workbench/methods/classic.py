@@ -17,7 +17,11 @@ a classifier is built. They have no pre-training and no frozen-encoder modes (``
 Schedules (**our defaults** where the papers differ from a fine-tune): AdamW without weight
 decay, cosine decay, learning rate 1e-3 for EEGNet (Keras' Adam default, which Lawhern et al.
 used) and 6.25e-4 for ShallowConvNet (braindecode's example for it). A from-scratch network
-needs more epochs than a fine-tune: at least :attr:`ClassicMethod.min_epochs`.
+needs more epochs than a fine-tune: at least :attr:`ClassicMethod.min_epochs` (30). On the smoke
+profile (20 steps of 16 windows per epoch, within-subject, 2 subjects) EEGNet's mean test
+balanced accuracy rose from 0.58 (6 epochs) to 0.79 (30) and 0.86 (60) on ``syn_dreamer`` and
+from 0.45 (15) to 0.64 (30) on ``syn_seed``; 30 epochs keep a smoke fold near a minute on one
+CPU core for the 62-channel ``syn_seed``.
 
 References
 ----------
