@@ -145,3 +145,9 @@ def test_finetune_driver_trains_on_fixed_folds_and_beats_chance(arch, tmp_path):
     assert (r["n_train"].iloc[0], r["n_val"].iloc[0], r["n_test"].iloc[0]) == (80, 40, 40)
     assert len(res.predictions) == 40 and (res.out_dir / "results.csv").exists()
     assert r["balanced_accuracy"].iloc[0] >= 0.8  # chance is 0.5
+
+
+def test_missing_braindecode_names_the_extra(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "braindecode.models", None)  # unimportable
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[bench\]'"):
+        _net("eegnet", 128.0, 256)
