@@ -266,3 +266,18 @@ def test_stelar_notebooks(smoke):
     runs = smoke["root"] / "run" / "stelar" / "finetune"
     for v in ("fixed_0.1", "random_encoder"):  # one run folder for what 05 and 12 both asked
         assert len(list(runs.glob(f"syn_seed-{v}-linear-subject_kfold-*"))) == 1, v
+
+
+def test_benchmark_notebook_without_data_says_how_to_get_it(smoke):
+    """The smoke reproduction has no public recordings: 11_benchmark reports every suite as
+    missing, with the command that downloads its data, and records no result."""
+    m = smoke["metrics"]["11_benchmark"]
+    assert m["suites_run"] == [] and m["suites_missing"] == ["eegmat", "physionet_mi",
+                                                             "sleep_edf"]
+    table = (smoke["root"] / "run" / "tables" / "11_benchmark__missing_data.csv").read_text()
+    for name in ("eegmat", "eegmmidb", "sleep_edf"):
+        assert f"workbench data download {name}" in table
+    report = (smoke["root"] / "figures" / "report.html").read_text()
+    assert "workbench data download eegmat" in report  # the table is in the report
+    executed = (smoke["root"] / "run" / "executed" / "11_benchmark.ipynb").read_text()
+    assert "No data for eegmat, physionet_mi, sleep_edf" in executed

@@ -121,3 +121,21 @@ def test_stelar_linear_probe_on_real_data(dataset, folder, protocol, shared_data
     assert ft["selection_metric"] == "auc_pr" and ft["mode"] == "linear"
     assert ft["n_folds"] == (4 if dataset == "eegmat" else 1)
     assert 0 <= ft["balanced_accuracy"] <= 1 and 0 <= ft["baseline_balanced_accuracy"] <= 1
+
+
+def test_benchmark_notebook_on_eegmat(shared_data, cache):
+    """11_benchmark: the eegmat suite on six real subjects (split restricted and flagged) with
+    one method in both modes and two baselines; the missing Sleep-EDF folder is reported with
+    its download command while eegmat still runs."""
+    m = _run("11_benchmark", cache, suites=["eegmat", "sleep_edf"], data_root=str(shared_data),
+             methods=["stelar"], baselines=["de", "eegnet"], max_subjects=6)
+    assert m["suites_run"] == ["eegmat"] and m["suites_missing"] == ["sleep_edf"]
+    r = m["eegmat"]
+    assert not r["exact"] and r["subjects"] == 6 and r["failures"] == 0
+    assert set(r["ours"]) == {"stelar/linear", "stelar/full", "eegnet/full",
+                              "de_baseline/features"}
+    assert all(0 <= v <= 1 for v in r["ours"].values())
+    assert len(r["published"]) == 10  # OpenEEGBench: five models, LP and FT
+    assert (cache / "figures" / "11_benchmark__eegmat_vs_published.png").exists()
+    missing = (cache / "run" / "tables" / "11_benchmark__missing_data.csv").read_text()
+    assert "workbench data download sleep_edf" in missing

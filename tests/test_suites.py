@@ -240,3 +240,51 @@ def test_run_suite_on_real_eegmat(shared_data, tmp_path):
     again = run_suite("eegmat", shared_data / "eegmat", **kw)  # finished runs are reused
     pd.testing.assert_frame_equal(again.summary, res.summary)
     assert again.seconds < res.seconds
+
+
+def test_physionet_checksums_are_parsed_and_enforced(tmp_path, monkeypatch):
+    import pooch
+
+    from workbench.data.readers.physionet import fetch, parse_sha256sums
+
+    a, b = "a" * 64, "B" * 64
+    sums = parse_sha256sums(f"{a}  Subject00_1.edf\n\n{b} *./sub/x.csv\n")
+    assert sums == {"Subject00_1.edf": a, "sub/x.csv": b.lower()}
+    with pytest.raises(ValueError, match="line 1"):
+        parse_sha256sums("1234  file.edf")
+    calls = []
+    monkeypatch.setattr(pooch, "retrieve", lambda url, known_hash, fname, path, **kw:
+                        calls.append((url, known_hash, fname, str(path))) or str(path / fname))
+    with pytest.raises(ValueError, match="No published checksum"):
+        fetch("https://x/", ["Subject99_1.edf"], tmp_path, sums=sums)
+    assert not calls  # nothing downloaded before every name is known
+    fetch("https://x/", ["Subject00_1.edf", "sub/x.csv"], tmp_path, sums=sums)
+    assert calls == [("https://x/Subject00_1.edf", f"sha256:{a}", "Subject00_1.edf",
+                      str(tmp_path)),
+                     ("https://x/sub/x.csv", f"sha256:{b.lower()}", "x.csv",
+                      str(tmp_path / "sub"))]
+
+
+def test_benchmark_command_rejects_bad_arguments(capsys):
+    from workbench.cli import main
+
+    assert main(["benchmark", "no_such_suite"]) == 2
+    assert "available: ['eegmat'" in capsys.readouterr().err
+    assert main(["benchmark", "eegmat", "sleep_edf", "--data-path", "x"]) == 2
+    assert "--data-root" in capsys.readouterr().err
+    assert main(["benchmark", "eegmat", "--baselines", "lda"]) == 2
+
+
+def test_outcome_sentences():
+    from workbench.report.narrative import outcome
+
+    text = outcome("11_benchmark", {
+        "suites_run": ["eegmat"], "suites_missing": ["sleep_edf"],
+        "eegmat": {"exact": False, "note": "split restricted", "subjects": 12, "chance": 0.5,
+                   "metric": "balanced_accuracy", "failures": 1,
+                   "ours": {"stelar/linear": 0.62, "eegpt/full": 0.5},
+                   "published": {"REVE/linear": 0.65, "LaBraM/linear": 0.5}}})
+    assert "best of ours stelar/linear 0.62" in text
+    assert "1 of 2 runs more than 0.05 above chance 0.5" in text
+    assert "Not comparable" in text and "No data for sleep_edf" in text
+    assert "1 runs failed" in text
