@@ -288,3 +288,32 @@ def test_outcome_sentences():
     assert "1 of 2 runs more than 0.05 above chance 0.5" in text
     assert "Not comparable" in text and "No data for sleep_edf" in text
     assert "1 runs failed" in text
+
+
+@pytest.mark.slow
+def test_a_folder_with_all_36_subjects_gets_the_published_split(shared_data, tmp_path):
+    """A folder laid out like the full eegmat (36 subjects; here links to the 12 real subjects'
+    files under 36 names) runs exactly the published split, and its rows are comparable with
+    OpenEEGBench's (same split, same 5 s windows)."""
+    from workbench.suites import run_suite
+
+    folder = tmp_path / "eegmat36"
+    folder.mkdir()
+    for i in range(36):
+        for c in (1, 2):
+            (folder / f"Subject{i:02d}_{c}.edf").symlink_to(
+                shared_data / "eegmat" / f"Subject{i % 12:02d}_{c}.edf")
+    res = run_suite("eegmat", folder, methods=[], baselines=["de"], run_dir=tmp_path / "runs",
+                    cache_dir=tmp_path / "cache")
+    assert res.exact and res.note == ""
+    assert len(res.subjects) == 36
+    rows = res.results[res.results.metric == "balanced_accuracy"]
+    assert len(rows) == 1 and bool(rows["exact"].iloc[0])
+    store = suite_store(load_suite("eegmat"), folder, cache_dir=tmp_path / "cache")  # cached
+    per = subject_keys(store.index).str[-2:].astype(int).value_counts()
+    expected = [per[per.index < 28].sum(), per[per.index.isin(range(28, 32))].sum(),
+                per[per.index >= 32].sum()]
+    assert rows[["n_train", "n_val", "n_test"]].iloc[0].tolist() == expected
+    comp = res.comparison
+    assert comp.loc[comp.kind == "published", "comparable"].all()
+    assert comp.loc[comp.kind == "ours", "comparable"].all()

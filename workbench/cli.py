@@ -234,11 +234,14 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     if bad:
         _err(f"unknown baselines {bad}; available: {list(BASELINES)}.")
         return EXIT_USAGE
-    params = {"suites": list(args.suite), "data_path": args.data_path or "",
-              "data_root": args.data_root or "", "methods": list(args.methods or []),
-              "baselines": list(BASELINES if args.baselines is None else args.baselines),
-              "modes": list(args.modes or []), "max_subjects": args.max_subjects or 0,
-              "max_folds": args.max_folds or 0, "device": args.device}
+    # only what was given: the rest comes from the profile's 11_benchmark section
+    given = {"data_path": args.data_path, "data_root": args.data_root,
+             "methods": args.methods, "baselines": args.baselines, "modes": args.modes,
+             "max_subjects": args.max_subjects, "max_folds": args.max_folds,
+             "device": args.device}
+    params = {"suites": list(args.suite),
+              **{k: (list(v) if isinstance(v, list) else v) for k, v in given.items()
+                 if v is not None}}
     run_dir = Path(args.run_dir or Path("runs") / Path(args.profile).stem)
     status = rp.reproduce(profile=args.profile, only=["11_benchmark"], run_dir=run_dir,
                           figures_dir=args.figures_dir, parameters=params)
@@ -350,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--profile", default="smoke", help="smoke or paper (default: smoke)")
     bm.add_argument("--max-subjects", type=int, help="use only the first N subjects")
     bm.add_argument("--max-folds", type=int, help="run only the first N subject folds")
-    bm.add_argument("--device", default="auto")
+    bm.add_argument("--device", help="auto, cpu or cuda (default: the profile's)")
     bm.add_argument("--run-dir", help="default: runs/PROFILE")
     bm.add_argument("--figures-dir", default="figures", help="figures and report.html")
     bm.set_defaults(func=_cmd_benchmark)
