@@ -317,3 +317,14 @@ def test_a_folder_with_all_36_subjects_gets_the_published_split(shared_data, tmp
     comp = res.comparison
     assert comp.loc[comp.kind == "published", "comparable"].all()
     assert comp.loc[comp.kind == "ours", "comparable"].all()
+
+
+def test_a_folder_with_too_few_subjects_is_missing_data(shared_data, tmp_path):
+    """EEGMMIDB with one subject cannot be split: reported like missing data (the notebook
+    goes on with the other suites), with the download command."""
+    from workbench.suites import run_suite
+
+    with pytest.raises(SuiteDataMissing, match="1 subjects are too few.*109.*workbench data "
+                                              "download eegmmidb"):
+        run_suite("physionet_mi", shared_data / "eegmmidb", methods=[], baselines=["de"],
+                  run_dir=tmp_path / "runs", cache_dir=tmp_path / "cache")

@@ -85,7 +85,7 @@ def suite_store(suite: Suite, data_path: str | Path, *, sfreq: float | None = No
         if not files:
             raise FileNotFoundError(f"{path}: no files of {suite.dataset}")
     except FileNotFoundError as err:
-        raise SuiteDataMissing(f"Suite {suite.name!r}: {err}. To run it, "
+        raise SuiteDataMissing(f"Suite {suite.name!r}: {str(err).rstrip('.')}. To run it, "
                                f"{suite.how_to_get(path)}.") from err
     prof = get_profile(profile, max_subjects=max_subjects)
     recipe = suite.recipe(sfreq, scale)
@@ -274,7 +274,12 @@ def run_suite(suite: str | Suite, data_path: str | Path | None, *,
     base = suite_store(suite, data_path, profile=prof, max_subjects=max_subjects,
                        cache_dir=cache_dir)
     present = list(dict.fromkeys(subject_keys(base.index)))
-    folds, exact, note = suite.folds(present, max_subjects, max_folds)
+    try:
+        folds, exact, note = suite.folds(present, max_subjects, max_folds)
+    except ValueError as err:  # too few subjects in the folder: data missing, say where
+        raise SuiteDataMissing(f"{str(err).rstrip('.')} in {data_path} (the published "
+                               f"protocol has {suite.n_subjects}). To run it, "
+                               f"{suite.how_to_get(data_path)}.") from err
     if pretrained:
         note = "; ".join(filter(None, [note, f"{sorted(pretrained)} fine-tune given "
                                        "checkpoints whose pre-training data are not checked"]))
