@@ -1,7 +1,8 @@
 """Analysis notebooks opened on their own, as a researcher opens them from ``notebooks/``.
 
 A small temporary project (a ``pyproject.toml`` and a copy of ``notebooks/``) stands in for a
-checkout. Executed with papermill from its ``notebooks/`` folder with default parameters, an
+checkout. Executed with papermill from its ``notebooks/`` folder with default parameters (but
+``interactive=False``, as in every batch run), an
 analysis notebook finds the runs of the reproduction in ``runs/<profile>`` at the project root and
 uses them without retraining (the run folders' ``done.json`` are untouched), and with no runs at
 all it trains what it needs and says so. Only 07 and 09 run (through a profile that holds only
@@ -78,8 +79,12 @@ def _run(project, stem: str, out: str, **parameters):
     root = project["root"]
     dest = root / "executed" / f"{out}.ipynb"
     dest.parent.mkdir(exist_ok=True)
+    # widgets off, as every batch run: ipywidgets displayed in a kernel that papermill drives
+    # (no front end to answer their comm messages) can hang it; every other parameter keeps
+    # the notebook's default, as a researcher opening it finds it
     pm.execute_notebook(str(root / "notebooks" / f"{stem}.ipynb"), str(dest),
-                        parameters=parameters, cwd=str(root / "notebooks"), kernel_name="python3",
+                        parameters={"interactive": False, **parameters},
+                        cwd=str(root / "notebooks"), kernel_name="python3",
                         progress_bar=False, log_output=False)
     return dest
 
