@@ -33,6 +33,7 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from workbench.analysis.efficiency import best_times  # noqa: E402
 from workbench.models import create_model  # noqa: E402
 from workbench.objectives.autoregressive import AutoregressiveObjective  # noqa: E402
 
@@ -41,20 +42,6 @@ N_VOCAB = 62
 
 CLOCK: Callable[[], float] = time.perf_counter  # --clock cpu: time.process_time
 
-
-def best_times(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
-               ) -> dict[str, float]:
-    """Minimum time of each function; runs are interleaved so load drifts hit all alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    best = {k: float("inf") for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = CLOCK()
-            fn()
-            best[k] = min(best[k], CLOCK() - t0)
-    return best
 
 
 def make_batch(B: int, C: int, n_tokens: int, token_len: int, seed: int = 0) -> dict:
@@ -77,7 +64,7 @@ def generation(preset: str, electrodes: int, lengths: tuple[int, ...], repeats: 
         def recompute(n=n):
             return model.generate(b["x"], n, b["ch_ids"], use_cache=False)
 
-        t = best_times({"cached": cached, "recompute": recompute}, repeats)
+        t = best_times({"cached": cached, "recompute": recompute}, repeats, clock=CLOCK)
         err = (cached() - recompute()).abs().max().item()
         c_ms, r_ms = 1e3 * t["cached"] / n, 1e3 * t["recompute"] / n
         print(f"[1] {preset}, {electrodes} electrodes, {n} tokens: cached {c_ms:.2f} ms/token, "
@@ -113,7 +100,7 @@ def attention_impls(shapes: list[tuple[str, int, int, int]], repeats: int) -> li
             model = create_model("eegpt", preset, n_channels=N_VOCAB, attn_impl=impl)
             fns[impl] = train_step_fn(model, make_batch(B, C, N, model.encoder.token_len),
                                       "pretrain")
-        t = best_times(fns, repeats)
+        t = best_times(fns, repeats, clock=CLOCK)
         r = t["plain"] / t["sdpa"]
         print(f"[2] {preset}, {B} x {C} electrodes x {N} tokens: SDPA {1e3 * t['sdpa']:.1f} ms, "
               f"plain {1e3 * t['plain']:.1f} ms per training step")
@@ -132,7 +119,7 @@ def tiny_steps(sizes: list[tuple[int, int]], repeats: int) -> list:
             extra = {} if kind == "pretrain" else {"n_outputs": 3, "n_chans": C}
             model = create_model(name, "tiny", n_channels=N_VOCAB, **extra)
             step = train_step_fn(model, make_batch(32, C, N, model.encoder.token_len), kind)
-            sec = best_times({"s": step}, repeats)["s"]
+            sec = best_times({"s": step}, repeats, clock=CLOCK)["s"]
             print(f"[3] tiny {kind}, 32 x {C} electrodes x {N} tokens: {1e3 * sec:.1f} ms/step "
                   f"({1 / sec:.1f} steps/s)")
             rows.append((f"tiny {kind} steps/s", f"32x{C}x{N}", 1 / sec, "> 10", sec < 0.1))

@@ -36,7 +36,7 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workbench.analysis.efficiency import cpu_peak_memory  # noqa: E402
+from workbench.analysis.efficiency import best_times, cpu_peak_memory  # noqa: E402
 from workbench.models import create_model  # noqa: E402
 from workbench.models.layers.ssm import ssd_chunked, ssd_naive  # noqa: E402
 
@@ -59,20 +59,6 @@ def ssd_inputs(L: int, requires_grad: bool = False, seed: int = 0):
         args = [a.requires_grad_() for a in args]
     return args
 
-
-def best_times(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
-               ) -> dict[str, float]:
-    """Minimum wall time of each function; runs are interleaved so load drifts hit all alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    best = {k: float("inf") for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            best[k] = min(best[k], time.perf_counter() - t0)
-    return best
 
 
 def fwd_bwd_peak(fn: Callable[[], torch.Tensor]) -> int:

@@ -31,26 +31,13 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from workbench.analysis.efficiency import best_times  # noqa: E402
 from workbench.models import create_model  # noqa: E402
 from workbench.models.layers.moe import CTRFFN, SwiGLU, dense_hidden  # noqa: E402
 from workbench.objectives.forecasting import ForecastingObjective  # noqa: E402
 
 D, HIDDEN, E, K = 256, 512, 16, 2
 
-
-def best_times(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
-               ) -> dict[str, float]:
-    """Minimum wall time of each function; runs are interleaved so load drifts hit all alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    best = {k: float("inf") for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            best[k] = min(best[k], time.perf_counter() - t0)
-    return best
 
 
 def ffn_step(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:

@@ -34,6 +34,26 @@ logger = logging.getLogger("workbench")
 __all__ = ["cpu_peak_memory", "measure_efficiency", "peak_memory"]
 
 
+def best_times(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
+               clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """The minimum time of each function over ``repeats`` runs, after ``warmup`` runs.
+
+    The runs are interleaved (a, b, a, b, ...), so a load drift on a shared machine slows every
+    candidate alike and their ratio stays meaningful; the benchmark scripts print such ratios.
+    ``clock=time.process_time`` measures CPU time instead of wall time.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    best = {k: float("inf") for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = clock()
+            fn()
+            best[k] = min(best[k], clock() - t0)
+    return best
+
+
 def cpu_peak_memory(fn: Callable[[], Any]) -> tuple[int, Any]:
     """Run ``fn()`` under the profiler; return (peak bytes of CPU tensor memory it added, result).
 
