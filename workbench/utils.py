@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -27,11 +28,28 @@ def get_logger(name: str | None = None) -> logging.Logger:
     return logger if not name else logging.getLogger(f"workbench.{name}")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler that writes to the *current* ``sys.stderr``: one bound to the stream of the
+    moment it was made fails ("I/O operation on closed file") once that stream is replaced
+    and closed (pytest's capture, a notebook kernel's redirection)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it; always follow sys.stderr
+        pass
+
+
 def set_log_level(level: int | str = "INFO") -> None:
     """Route workbench logs to stderr at ``level`` (for notebooks and the CLI)."""
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.NullHandler)
                for h in logger.handlers):
-        h = logging.StreamHandler()
+        h = _StderrHandler()
         h.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s",
                                          "%H:%M:%S"))
         logger.addHandler(h)
