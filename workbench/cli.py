@@ -239,6 +239,9 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
              "methods": args.methods, "baselines": args.baselines, "modes": args.modes,
              "max_subjects": args.max_subjects, "max_folds": args.max_folds,
              "device": args.device}
+    for key in ("data_path", "data_root"):  # relative to where the command runs, not the
+        if given[key]:                        # project root the notebook resolves against
+            given[key] = str(Path(given[key]).expanduser().resolve())
     params = {"suites": list(args.suite),
               **{k: (list(v) if isinstance(v, list) else v) for k, v in given.items()
                  if v is not None}}
