@@ -154,6 +154,9 @@ def test_published_numbers_parse_and_convert():
     wang = pub[pub.model.str.startswith("EEGPT")]
     assert (wang["ours"] == "").all()
     assert set(pub["ours"]) - {""} <= {"stelar", "trace", "eegnet"}
+    assert pub["same_split"].dtype == bool
+    assert not pub[(pub.suite == "physionet_mi") & pub.source.str.startswith("Trace")][
+        "same_split"].any()  # Trace's split is not legible in its text: never assumed
 
 
 def test_published_row_without_source_is_named(tmp_path):
@@ -201,6 +204,10 @@ def test_tables_summary_and_comparison():
     oeb = mi[(mi.kind == "published") & mi.source.str.startswith("OpenEEGBench")]
     assert oeb["protocol_differs"].str.contains("window 3 s").all()
     assert not oeb["comparable"].any()
+    stelar = mi[(mi.kind == "published") & mi.source.str.startswith("STELAR")]
+    assert stelar["protocol_differs"].str.startswith("split: 5 subject folds").all()
+    sleep = comparison_table(load_suite("sleep_edf"), s, exact=True)
+    assert sleep.loc[sleep.kind == "published", "comparable"].all()  # 5 subject folds, 30 s
 
 
 @pytest.mark.slow

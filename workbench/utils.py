@@ -33,9 +33,6 @@ class _StderrHandler(logging.StreamHandler):
     moment it was made fails ("I/O operation on closed file") once that stream is replaced
     and closed (pytest's capture, a notebook kernel's redirection)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property
     def stream(self):
         return sys.stderr

@@ -223,24 +223,24 @@ def fixed_subject_split(index: pd.DataFrame, train: list[str], test: list[str],
     present = set(keys)
     norm: dict[str, str] = {}
     for s in sorted(present):
-        norm[_canon(s)] = s if _canon(s) not in norm else ""  # "": two subjects, one number
+        norm[subject_number(s)] = s if subject_number(s) not in norm else ""  # "": two subjects, one number
     norm = {k: v for k, v in norm.items() if v}
 
     def ids(names: list[str] | None, role: str) -> np.ndarray:
         names = [str(s) for s in (names or [])]
-        missing = [s for s in names if s not in present and _canon(s) not in norm]
+        missing = [s for s in names if s not in present and subject_number(s) not in norm]
         if missing:
             raise ValueError(f"Invalid value for the '{role}_subjects' parameter: subjects "
                              f"{missing} have no windows; subjects are "
                              f"{sorted(present, key=_natural)}.")
-        real = [s if s in present else norm[_canon(s)] for s in names]
+        real = [s if s in present else norm[subject_number(s)] for s in names]
         return np.flatnonzero(keys.isin(real).to_numpy())
 
     roles = {"train": train, "val": val or [], "test": test}
     seen: dict[str, str] = {}
     for role, names in roles.items():
         for s in names:
-            other = seen.setdefault(_canon(str(s)), role)
+            other = seen.setdefault(subject_number(str(s)), role)
             if other != role:
                 raise ValueError(f"Subject {s!r} is in both the {other} and the {role} subjects.")
     tr, va, te = (ids(roles[r], r) for r in ("train", "val", "test"))
@@ -252,8 +252,9 @@ def fixed_subject_split(index: pd.DataFrame, train: list[str], test: list[str],
     return Split(tr, te, va, name="fixed-subjects")
 
 
-def _canon(s: str) -> str:
-    """A subject's number when its name ends in one (``"Subject07"`` -> ``"7"``), else the name."""
+def subject_number(s: str) -> str:
+    """A subject's number when its name ends in one (``"Subject07"`` -> ``"7"``, ``"S001"`` ->
+    ``"1"``), else the name: how benchmarks' subject lists match a dataset's names."""
     m = re.search(r"(\d+)$", s)
     return str(int(m.group(1))) if m else s
 

@@ -279,6 +279,26 @@ class WindowStore:
         return np.flatnonzero(mask)
 
 
+def subset_store(store: WindowStore, keep: Sequence[int], tag: str,
+                 provenance: dict | None = None) -> WindowStore:
+    """A store of the windows ``keep`` (sorted ids) of ``store``, written once beside it as
+    ``<store folder>-<tag>`` and found there afterwards (a data fraction, the training subjects
+    of a fold). ``provenance`` says what the subset is; the parent's is kept under ``parent``.
+    """
+    root = store.root.parent / f"{store.root.name}-{tag}"
+    if (root / "meta.json").exists():
+        return WindowStore(root)
+    keep = np.asarray(keep, dtype=np.int64)
+    if not len(keep):
+        raise ValueError(f"Invalid value for the 'keep' parameter: no window of {store} kept.")
+    index = store.index.iloc[keep].reset_index(drop=True)
+    prov = {"subset_of": store.root.name, **(provenance or {}),
+            "parent": store.meta.get("provenance", {})}
+    return WindowStore.from_arrays(root, store.get(keep), index, store.ch_names, store.sfreq,
+                                   dataset=store.dataset, label_names=store.label_names,
+                                   provenance=prov, overwrite=True)
+
+
 def build_store(recordings: Iterable, root: str | os.PathLike, *, window_s: float,
                 overlap_s: float = 0.0, within_events: bool = True, scale: str | None = None,
                 provenance: dict[str, Any] | None = None, overwrite: bool = False,

@@ -42,7 +42,7 @@ from ..channels import ChannelVocabulary
 from ..config import Profile, TrainConfig
 from ..data.datasets import ConcatDataset, WindowDataset, make_loader
 from ..data.splits import Split
-from ..data.store import WindowStore
+from ..data.store import WindowStore, subset_store
 from ..evaluation.protocols import Protocol, make_splits
 from ..models import create_model
 from ..models.eegpt import load_pretrained_encoder, masked_electrode_mean
@@ -197,17 +197,10 @@ def fraction_store(store: WindowStore, fraction: float, seed: int = 0) -> Window
         raise ValueError(f"Invalid 'fraction': expected a value in (0, 1], got {fraction}.")
     if fraction == 1.0:
         return store
-    root = store.root.parent / f"{store.root.name}-frac{fraction:g}-seed{seed}"
-    if (root / "meta.json").exists():
-        return WindowStore(root)
     n = max(1, int(round(fraction * len(store))))
     keep = np.sort(np.random.default_rng(seed).permutation(len(store))[:n])
-    index = store.index.iloc[keep].reset_index(drop=True)
-    prov = {"subset_of": store.root.name, "fraction": fraction, "seed": seed,
-            "parent": store.meta.get("provenance", {})}
-    return WindowStore.from_arrays(root, store.get(keep), index, store.ch_names, store.sfreq,
-                                   dataset=store.dataset, label_names=store.label_names,
-                                   provenance=prov, overwrite=True)
+    return subset_store(store, keep, f"frac{fraction:g}-seed{seed}",
+                        {"fraction": fraction, "seed": seed})
 
 
 @torch.no_grad()

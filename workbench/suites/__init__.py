@@ -9,7 +9,7 @@ recordings, with the published numbers beside ours (``workbench benchmark SUITE`
 """
 
 from .plots import plot_suite
-from .run import BASELINES, SuiteResult, run_suite, suite_store
+from .run import BASELINES, SuiteResult, data_folder, run_suite, suite_store
 from .suite import (
     Suite,
     SuiteDataMissing,
@@ -19,5 +19,6 @@ from .suite import (
     subject_range,
 )
 
-__all__ = ["BASELINES", "Suite", "SuiteDataMissing", "SuiteResult", "list_suites", "load_suite",
+__all__ = ["BASELINES", "Suite", "SuiteDataMissing", "SuiteResult", "data_folder", "list_suites",
+           "load_suite",
            "plot_suite", "published_numbers", "run_suite", "subject_range", "suite_store"]

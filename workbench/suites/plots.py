@@ -25,9 +25,8 @@ def plot_suite(suite: Suite, comparison: pd.DataFrame, metric: str | None = None
     ref = df[df["mode"] == "features"]
     df = df[df["mode"] != "features"]
     modes = [m for m in ("linear", "full") if (df["mode"] == m).any()]
-    fig = Figure(figsize=(5.0 * max(1, len(modes)), 0.32 * max(6, df.groupby("mode").size()
-                                                               .max() if len(df) else 6) + 1.6),
-                 layout="constrained")
+    rows = max([6, *df["mode"].value_counts()])  # entries of the fullest panel
+    fig = Figure(figsize=(5.0 * max(1, len(modes)), 0.32 * rows + 1.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, max(1, len(modes)), sharex=True))
     for ax, mode in zip(axes, modes or ["linear"], strict=False):
         d = df[df["mode"] == mode].sort_values(["kind", "value"], ascending=[False, True])

@@ -21,15 +21,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..config import Profile, get_profile
 from ..data.splits import subject_keys
-from ..data.store import WindowStore
-from ..evaluation.metrics import classification_metrics
+from ..data.store import WindowStore, subset_store
 from ..evaluation.protocols import Protocol, make_splits
 from ..runs import RunLayout
 from ..utils import atomic_path, atomic_write_json, get_logger, stable_hash
@@ -37,8 +35,8 @@ from .suite import Suite, SuiteDataMissing, load_suite, published_numbers
 
 log = get_logger("suites")
 
-__all__ = ["BASELINES", "SuiteResult", "comparison_table", "run_suite", "suite_store",
-           "summarise", "tidy"]
+__all__ = ["BASELINES", "SuiteResult", "comparison_table", "data_folder", "run_suite",
+           "subject_subset", "suite_store", "summarise", "tidy"]
 
 #: Baselines a suite runs beside the foundation methods.
 BASELINES = ("de", "eegnet", "shallow_convnet")
@@ -96,22 +94,28 @@ def suite_store(suite: Suite, data_path: str | Path, *, sfreq: float | None = No
 
 
 def subject_subset(store: WindowStore, subjects: Sequence[str]) -> WindowStore:
-    """A store of the windows of ``subjects`` only (a pre-training on training subjects),
-    written once beside ``store`` and found there afterwards."""
+    """A store of the windows of ``subjects`` only (a pre-training on a fold's training
+    subjects), written once beside ``store`` and found there afterwards."""
     subjects = sorted(str(s) for s in subjects)
-    keys = subject_keys(store.index)
-    keep = np.flatnonzero(keys.isin(subjects).to_numpy())
+    keep = np.flatnonzero(subject_keys(store.index).isin(subjects).to_numpy())
     if not len(keep):
         raise ValueError(f"None of the subjects {subjects} has windows in {store}.")
-    root = store.root.parent / f"{store.root.name}-subjects-{stable_hash(subjects, 10)}"
-    if (root / "meta.json").exists():
-        return WindowStore(root)
-    index = store.index.iloc[keep].reset_index(drop=True)
-    prov = {"subset_of": store.root.name, "subjects": subjects,
-            "parent": store.meta.get("provenance", {})}
-    return WindowStore.from_arrays(root, store.get(keep), index, store.ch_names, store.sfreq,
-                                   dataset=store.dataset, label_names=store.label_names,
-                                   provenance=prov, overwrite=True)
+    return subset_store(store, keep, f"subjects-{stable_hash(subjects, 10)}",
+                        {"subjects": subjects})
+
+
+def data_folder(suite: Suite, data_path: str | Path = "", data_root: str | Path = ""
+                ) -> Path | None:
+    """The folder of a suite's data: ``data_path``, else ``data_root/<dataset>`` (one folder per
+    dataset, as ``workbench data download`` makes them), else None (reported as missing).
+    Relative paths resolve against the project root, as every notebook path."""
+    from ..runs import resolve_path
+
+    if data_path:
+        return resolve_path(data_path)
+    if data_root:
+        return resolve_path(data_root) / suite.dataset
+    return None
 
 
 # ----------------------------------------------------------------------------- tables
@@ -160,7 +164,7 @@ def comparison_table(suite: Suite, summary: pd.DataFrame, exact: bool) -> pd.Dat
         diffs = []
         if abs(float(r["window_s"]) - suite.window_s) > 1e-9:
             diffs.append(f"window {r['window_s']:g} s (ours {suite.window_s:g} s)")
-        if "fold" in str(r["split"]) and suite.protocol["name"] == "fixed":
+        if not r["same_split"]:
             diffs.append(f"split: {r['split']}")
         rows.append({"kind": "published", "model": r["model"], "method": r["ours"] or "",
                      "mode": r["mode"], "metric": r["metric"], "value": r["value_fraction"],
@@ -290,7 +294,7 @@ def run_suite(suite: str | Suite, data_path: str | Path | None, *,
     stores: dict[tuple, WindowStore] = {}
 
     def store_for(m) -> WindowStore:
-        key = (getattr(m, "sfreq", None) or suite.sfreq, getattr(m, "scale", "microvolts"))
+        key = (m.sfreq or suite.sfreq, m.scale)  # the model's input rate and scale
         if key not in stores:
             stores[key] = (base if key == (suite.sfreq, "microvolts") else
                            suite_store(suite, data_path, sfreq=key[0], scale=key[1],
@@ -313,7 +317,9 @@ def run_suite(suite: str | Suite, data_path: str | Path | None, *,
                 if ckpt is None:
                     pre_store = subject_subset(store, proto.train_subjects)
                     leak = held_out & set(subject_keys(pre_store.index))
-                    assert not leak, f"pre-training would see held-out subjects {leak}"
+                    if leak:  # the leakage rule of a fold's pre-training, always checked
+                        raise AssertionError(f"Leakage: pre-training would see the held-out "
+                                             f"subjects {sorted(leak)}.")
                     ckpt = pretrain(m, [pre_store], run_dir=layout, profile=prof,
                                     device=device).out_dir
             except Exception as err:  # noqa: BLE001 - recorded; the other methods still run
@@ -359,16 +365,3 @@ def _write(res: SuiteResult) -> None:
         "suite": res.suite.name, "exact": res.exact, "note": res.note,
         "subjects": res.subjects, "seconds": round(res.seconds, 1),
         "metric": res.suite.metric, "chance": res.suite.chance})
-
-
-def chance_metrics(n_classes: int) -> dict[str, float]:
-    """The metrics of a constant prediction (chance level), for the figure's reference."""
-    y = np.arange(n_classes).repeat(2)
-    return classification_metrics(y, np.full((len(y), n_classes), 1.0 / n_classes),
-                                  labels=list(range(n_classes)))
-
-
-def describe_missing(suite: Suite, err: Exception) -> dict[str, Any]:
-    """One row of the 'missing data' table of a batch of suites."""
-    return {"suite": suite.name, "dataset": suite.dataset, "status": "missing data",
-            "message": str(err)}

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from ..data.splits import subject_number
 from ..evaluation.protocols import Protocol
 from ..utils import check_option
 
@@ -31,7 +32,7 @@ __all__ = ["DATA_DIR", "PUBLISHED_COLUMNS", "Suite", "SuiteDataMissing", "list_s
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 PUBLISHED_COLUMNS = ["suite", "model", "ours", "mode", "metric", "value", "std", "scale",
-                     "window_s", "sfreq", "split", "source", "table"]
+                     "window_s", "sfreq", "split", "same_split", "source", "table"]
 SCALES = ("fraction", "chance_rescaled_percent")
 
 
@@ -62,11 +63,6 @@ def subject_range(spec: str | list) -> list[str]:
         elif part:
             raise ValueError(f"Invalid subject range {part!r}: expected 'A-B' or a number.")
     return out
-
-
-def _number(subject: str) -> str:
-    m = re.search(r"(\d+)$", str(subject))
-    return str(int(m.group(1))) if m else str(subject)
 
 
 def _natural(s: str) -> tuple:
@@ -190,10 +186,11 @@ class Suite:
 
     def _fixed(self, present: list[str]) -> tuple[list[tuple[str, Protocol]], bool, str]:
         pub = self.published_subjects()
-        have = {_number(s) for s in present}
+        have = {subject_number(s) for s in present}
         wanted = [s for r in ("train", "val", "test") for s in pub[r]]
         if all(s in have for s in wanted):
-            byn = {_number(s): s for s in present}  # the names as present ("Subject07" for "7")
+            # the names as present ("Subject07" for "7")
+            byn = {subject_number(s): s for s in present}
             lists = {r: [byn[s] for s in pub[r]] for r in pub}
             extra = len(present) - len(wanted)
             note = "" if not extra else (f"{extra} subjects present beyond the published split "
@@ -296,7 +293,9 @@ def published_numbers(suite: str | Suite | None = None,
                 raise ValueError(f"{where}: unknown suite; suites are {list_suites()}.")
             chance[row["suite"]] = load_suite(row["suite"]).chance
         check_option(f"{where}: scale", row["scale"], SCALES)
+        check_option(f"{where}: same_split", row["same_split"], ("yes", "no"))
         check_option(f"{where}: mode", row["mode"], ("linear", "full"))
+    df["same_split"] = df["same_split"] == "yes"  # the suite's split, as published
     df["value_fraction"] = [to_fraction(v, s, chance[su]) for v, s, su in
                             zip(df["value"], df["scale"], df["suite"], strict=True)]
     df["std_fraction"] = [s * (1 - chance[su]) / 100 if sc != "fraction" else s
